@@ -1,0 +1,10 @@
+"""Sub-commands of the projections layer (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add this module's sub-commands to the jobstream parser."""

@@ -1,0 +1,168 @@
+"""Prometheus metrics of the projector, and the tiny HTTP server exposing them.
+
+Owns: the metric names and labels, counting newly projected events, the
+queue gauges read from Redis, and ``/metrics`` + ``/healthz``.
+
+Invariants:
+- One :class:`CollectorRegistry` per projector (never the global default), so
+  several projectors (and tests) in one process do not share state.
+- Counters and histograms are fed only with events a batch newly inserted
+  (``BatchResult.applied``): a replayed batch adds nothing.
+- No job id in any label: labels are queue, kind, priority, type, final.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from socketserver import ThreadingMixIn
+
+from projections.store import Applied
+from streams.events import (
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobQueued,
+    JobRetryScheduled,
+    JobStarted,
+)
+from streams.state import JobState
+
+_JOB = ("queue", "kind", "priority")
+_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+
+class ProjectorMetrics:
+    """Every metric of one projector, in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.enqueued = Counter("jobstream_jobs_enqueued", "Jobs enqueued", _JOB, registry=r)
+        self.started = Counter("jobstream_jobs_started", "Attempts started", _JOB, registry=r)
+        self.completed = Counter("jobstream_jobs_completed", "Jobs completed", _JOB, registry=r)
+        self.failed = Counter(
+            "jobstream_jobs_failed",
+            "Attempts failed (final=true: the job is dead)",
+            (*_JOB, "final"),
+            registry=r,
+        )
+        self.retried = Counter(
+            "jobstream_jobs_retried", "Retries scheduled or operator retries", _JOB, registry=r
+        )
+        self.canceled = Counter("jobstream_jobs_canceled", "Jobs canceled", _JOB, registry=r)
+        self.run_s = Histogram(
+            "jobstream_job_run_seconds", "Attempt run time", ("queue", "kind"),
+            buckets=_TIME_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.wait_s = Histogram(
+            "jobstream_job_wait_seconds", "Time from ready to started", ("queue", "kind"),
+            buckets=_TIME_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.events = Counter(
+            "jobstream_projector_events", "Events newly projected", ("queue", "type"), registry=r
+        )
+        self.dead_letters = Counter(
+            "jobstream_projector_dead_letters", "Entries dead-lettered", ("queue",), registry=r
+        )
+        self.errors = Counter(
+            "jobstream_projector_errors", "Errors by source", ("source",), registry=r
+        )
+        self.batch_s = Histogram(
+            "jobstream_projector_batch_seconds", "Batch apply time", buckets=_TIME_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.trimmed = Counter(
+            "jobstream_projector_trimmed", "Events-stream entries trimmed", ("queue",), registry=r
+        )
+        self.depth = Gauge("jobstream_queue_depth", "Ready jobs not yet taken", ("queue",), registry=r)
+        self.delayed = Gauge("jobstream_queue_delayed", "Delayed jobs and retries", ("queue",), registry=r)
+        self.pending = Gauge(
+            "jobstream_queue_pending", "Jobs taken by a worker, not yet acked", ("queue",), registry=r
+        )
+        self.lag_s = Gauge(
+            "jobstream_projector_lag_seconds", "Age of the oldest unprojected event", ("queue",),
+            registry=r,
+        )  # fmt: skip
+        self.lag_entries = Gauge(
+            "jobstream_projector_lag_entries", "Events not yet projected", ("queue",), registry=r
+        )
+
+    def count(self, applied: Iterable[Applied]) -> None:
+        """Count newly projected events (never replays)."""
+        for a in applied:
+            self._count_one(a)
+
+    def _count_one(self, a: Applied) -> None:
+        e, s = a.event, a.after
+        job = (e.queue, e.kind, s.priority)
+        self.events.labels(e.queue, str(type(e).__struct_config__.tag)).inc()
+        if isinstance(e, JobQueued):
+            if e.reason == "enqueue":
+                self.enqueued.labels(*job).inc()
+            elif e.reason == "operator":
+                self.retried.labels(*job).inc()
+        elif isinstance(e, JobStarted):
+            self.started.labels(*job).inc()
+            wait_ms = _wait_ms(a.before, e.at)
+            if wait_ms is not None:
+                self.wait_s.labels(e.queue, e.kind).observe(wait_ms / 1000)
+        elif isinstance(e, JobCompleted):
+            self.completed.labels(*job).inc()
+            self.run_s.labels(e.queue, e.kind).observe(e.duration_ms / 1000)
+        elif isinstance(e, JobFailed):
+            self.failed.labels(*job, "false" if e.will_retry else "true").inc()
+            self.run_s.labels(e.queue, e.kind).observe(e.duration_ms / 1000)
+        elif isinstance(e, JobRetryScheduled):
+            self.retried.labels(*job).inc()
+        elif isinstance(e, JobCanceled):
+            self.canceled.labels(*job).inc()
+
+
+def _wait_ms(before: JobState | None, started_at: int) -> int | None:
+    """Time a job waited to start: from when it became ready (queued, or due) to ``started_at``."""
+    if before is None or before.status not in ("queued", "scheduled"):
+        return None
+    ready_at = max(before.run_at or 0, before.updated_at)
+    return max(0, started_at - ready_at)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Scrapes are not worth a log line."""
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` over HTTP in a daemon thread; ``port`` is the bound port."""
+
+    def __init__(
+        self, registry: CollectorRegistry, port: int, healthy: Callable[[], bool],
+        host: str = "0.0.0.0",
+    ) -> None:  # fmt: skip
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            if environ.get("PATH_INFO") == "/healthz":
+                ok = healthy()
+                start_response("200 OK" if ok else "503 Service Unavailable",
+                               [("Content-Type", "text/plain")])  # fmt: skip
+                return [b"ok\n" if ok else b"unhealthy\n"]
+            return metrics_app(environ, start_response)
+
+        self._server = make_server(host, port, app, _Server, _QuietHandler)
+        self.port: int = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,117 @@
+"""The background loops of a worker: heartbeat, reaper, promoter, control listener.
+
+Owns: liveness (a heartbeat per queue every TTL/3; a worker silent for a TTL is
+dead), cancel requests (pub/sub for speed, the cancel set polled by the heartbeat
+for safety: a missed message delays a cancel by at most TTL/3), reclaiming the
+jobs of dead workers and of jobs past their hard timeout, and promoting due
+delayed jobs and retries. Every loop survives a Redis outage (logs, backs off,
+resumes).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
+
+if TYPE_CHECKING:
+    from streams.worker import Worker
+
+log = logging.getLogger("jobstream.worker")
+_REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+
+
+class Loops:
+    """The periodic tasks of one :class:`~streams.worker.Worker`."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.ttl_ms = int(worker.settings.heartbeat_ttl_s * 1000)
+
+    def start(self, tg: TaskGroup) -> None:
+        ttl_s = self.w.settings.heartbeat_ttl_s
+        tg.start_soon(self._every, ttl_s / 3, self.beat_once, name="heartbeat")
+        tg.start_soon(self._every, max(ttl_s / 2, 0.2), self.reap_once, name="reaper")
+        tg.start_soon(self._promoter, name="promoter")
+        tg.start_soon(self._control, name="control")
+
+    async def _every(self, period_s: float, step: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await anyio.sleep(period_s)
+            try:
+                await step()
+            except _REDIS_DOWN as exc:
+                log.warning("%s: redis unavailable (%s)", step.__name__, type(exc).__name__)
+
+    async def beat_once(self) -> None:
+        """Renew this worker's lease on every queue; cancel jobs found in the cancel sets."""
+        w = self.w
+        pipe = w.redis.pipeline(transaction=False)
+        for q in w.queues:
+            ids = [j for j, r in w.running.items() if r.job.queue == q]
+            await w.scripts.call(
+                "heartbeat", w.keys.queue(q).prefix, [w.name, self.ttl_ms, *ids], client=pipe
+            )
+        for res in await pipe.execute():
+            for job_id in res:
+                self.cancel(job_id.decode())
+
+    def cancel(self, job_id: str) -> None:
+        running = self.w.running.get(job_id)
+        if running is not None:
+            log.info("cancelling running job %s", job_id)
+            running.cancel("operator")
+
+    async def reap_once(self) -> int:
+        """Reclaim jobs of dead workers / past their hard timeout; returns how many."""
+        w = self.w
+        pipe = w.redis.pipeline(transaction=False)
+        for q in w.queues:
+            args = [self.ttl_ms, 100, w.settings.dead_ttl_s, self.ttl_ms]
+            await w.scripts.call("reclaim", w.keys.queue(q).prefix, args, client=pipe)
+        n = sum(int(x) for x in await pipe.execute())
+        if n:
+            log.info("reclaimed %d job(s) from dead workers or past their timeout", n)
+        return n
+
+    async def promote_once(self) -> float:
+        """Promote due jobs on every queue; returns seconds until the next one is due."""
+        w = self.w
+        pipe = w.redis.pipeline(transaction=False)
+        for q in w.queues:
+            await w.scripts.call("promote", w.keys.queue(q).prefix, [1000], client=pipe)
+        results = await pipe.execute()
+        now_ms = time.time() * 1000
+        waits = [(int(nxt) - now_ms) / 1000 for _, nxt in results if int(nxt) >= 0]
+        if any(int(n) >= 1000 for n, _ in results):
+            return 0.0
+        return min([1.0, *waits])
+
+    async def _promoter(self) -> None:
+        while True:
+            try:
+                wait_s = await self.promote_once()
+            except _REDIS_DOWN as exc:
+                log.warning("promoter: redis unavailable (%s)", type(exc).__name__)
+                wait_s = 1.0
+            await anyio.sleep(max(0.005, wait_s))
+
+    async def _control(self) -> None:
+        while True:
+            try:
+                async with self.w.redis.pubsub() as ps:
+                    await ps.subscribe(self.w.keys.control)
+                    async for msg in ps.listen():
+                        if msg.get("type") != "message":
+                            continue
+                        parts = msg["data"].decode().split(" ")
+                        if len(parts) == 3 and parts[0] == "cancel":
+                            self.cancel(parts[2])
+            except _REDIS_DOWN as exc:
+                log.warning("control: redis unavailable (%s)", type(exc).__name__)
+                await anyio.sleep(1.0)
