@@ -43,7 +43,8 @@ async def _undelivered(client: aioredis.Redis, key: str, info: dict[str, Any] | 
     first = await client.xrange(key, min=f"({last}", count=1)
     lag = info.get("lag")
     if lag is None:
-        lag = len(await client.xrange(key, min=f"({last}", count=COUNT_CAP)) if first else 0
+        rest = await client.xrange(key, min=f"({last}", count=COUNT_CAP) if first else None
+        lag = len(rest or [])
     return [int(lag), first[0][0] if first else None]
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from socketserver import ThreadingMixIn
 
 from projections.store import Applied
 from streams.events import (
@@ -55,13 +55,19 @@ class ProjectorMetrics:
         )
         self.canceled = Counter("jobstream_jobs_canceled", "Jobs canceled", _JOB, registry=r)
         self.run_s = Histogram(
-            "jobstream_job_run_seconds", "Attempt run time", ("queue", "kind"),
-            buckets=_TIME_BUCKETS, registry=r,
-        )  # fmt: skip
+            "jobstream_job_run_seconds",
+            "Attempt run time",
+            ("queue", "kind"),
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
         self.wait_s = Histogram(
-            "jobstream_job_wait_seconds", "Time from ready to started", ("queue", "kind"),
-            buckets=_TIME_BUCKETS, registry=r,
-        )  # fmt: skip
+            "jobstream_job_wait_seconds",
+            "Time from ready to started",
+            ("queue", "kind"),
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
         self.events = Counter(
             "jobstream_projector_events", "Events newly projected", ("queue", "type"), registry=r
         )
@@ -72,21 +78,32 @@ class ProjectorMetrics:
             "jobstream_projector_errors", "Errors by source", ("source",), registry=r
         )
         self.batch_s = Histogram(
-            "jobstream_projector_batch_seconds", "Batch apply time", buckets=_TIME_BUCKETS,
+            "jobstream_projector_batch_seconds",
+            "Batch apply time",
+            buckets=_TIME_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.trimmed = Counter(
             "jobstream_projector_trimmed", "Events-stream entries trimmed", ("queue",), registry=r
         )
-        self.depth = Gauge("jobstream_queue_depth", "Ready jobs not yet taken", ("queue",), registry=r)
-        self.delayed = Gauge("jobstream_queue_delayed", "Delayed jobs and retries", ("queue",), registry=r)
+        self.depth = Gauge(
+            "jobstream_queue_depth", "Ready jobs not yet taken", ("queue",), registry=r
+        )
+        self.delayed = Gauge(
+            "jobstream_queue_delayed", "Delayed jobs and retries", ("queue",), registry=r
+        )
         self.pending = Gauge(
-            "jobstream_queue_pending", "Jobs taken by a worker, not yet acked", ("queue",), registry=r
+            "jobstream_queue_pending",
+            "Jobs taken by a worker, not yet acked",
+            ("queue",),
+            registry=r,
         )
         self.lag_s = Gauge(
-            "jobstream_projector_lag_seconds", "Age of the oldest unprojected event", ("queue",),
+            "jobstream_projector_lag_seconds",
+            "Age of the oldest unprojected event",
+            ("queue",),
             registry=r,
-        )  # fmt: skip
+        )
         self.lag_entries = Gauge(
             "jobstream_projector_lag_entries", "Events not yet projected", ("queue",), registry=r
         )
@@ -135,7 +152,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not worth a log line."""
 
 
@@ -143,16 +160,20 @@ class MetricsServer:
     """``/metrics`` and ``/healthz`` over HTTP in a daemon thread; ``port`` is the bound port."""
 
     def __init__(
-        self, registry: CollectorRegistry, port: int, healthy: Callable[[], bool],
+        self,
+        registry: CollectorRegistry,
+        port: int,
+        healthy: Callable[[], bool],
         host: str = "0.0.0.0",
-    ) -> None:  # fmt: skip
+    ) -> None:
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Any) -> Any:
             if environ.get("PATH_INFO") == "/healthz":
                 ok = healthy()
-                start_response("200 OK" if ok else "503 Service Unavailable",
-                               [("Content-Type", "text/plain")])  # fmt: skip
+                start_response(
+                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+                )
                 return [b"ok\n" if ok else b"unhealthy\n"]
             return metrics_app(environ, start_response)
 

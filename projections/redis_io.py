@@ -75,7 +75,8 @@ class StreamIO:
 
     async def queues(self) -> list[str]:
         """Every known queue (SMEMBERS of ``ns:queues``), sorted."""
-        return sorted(_s(q) for q in await self.client.smembers(self.keys.queues))  # type: ignore[misc]
+        members: set[bytes | str] = await self.client.smembers(self.keys.queues)
+        return sorted(_s(q) for q in members)
 
     async def ensure_group(self, queue: str) -> None:
         """Create the group at id 0 (and the stream if missing); an existing group is kept."""
@@ -102,16 +103,13 @@ class StreamIO:
 
     async def read(self, ids: dict[str, str], count: int, block_ms: int | None) -> list[Entry]:
         """XREADGROUP from ``ids`` (queue -> ``>`` or ``0`` for our own pending)."""
-        streams = {self.stream(q): i for q, i in ids.items()}
+        streams: dict[Any, Any] = {self.stream(q): i for q, i in ids.items()}
         by_key = {self.stream(q): q for q in ids}
-        reply = await self.client.xreadgroup(
-            self.group, self.consumer, streams, count=count, block=block_ms  # type: ignore[arg-type]
+        reply: Any = await self.client.xreadgroup(
+            self.group, self.consumer, streams, count=count, block=block_ms
         )
-        items = reply.items() if isinstance(reply, dict) else (reply or [])
         out: list[Entry] = []
-        for key, entries in items:
-            if isinstance(entries, list) and entries and isinstance(entries[0], list):
-                entries = entries[0]  # RESP3 shape
+        for key, entries in reply or []:  # RESP2: [[key, [(id, fields), ...]], ...]
             out.extend(self._entries(by_key[_s(key)], entries))
         return out
 
@@ -121,10 +119,16 @@ class StreamIO:
 
     async def claim(self, queue: str, min_idle_ms: int, count: int) -> list[Entry]:
         """XAUTOCLAIM entries idle longer than ``min_idle_ms`` (dead projectors' batches)."""
-        reply = await self.client.execute_command(
-            "XAUTOCLAIM", self.stream(queue), self.group, self.consumer, min_idle_ms, "0-0",
-            "COUNT", count,
-        )  # fmt: skip
+        reply = await self.client.execute_command(  # type: ignore[no-untyped-call]
+            "XAUTOCLAIM",
+            self.stream(queue),
+            self.group,
+            self.consumer,
+            min_idle_ms,
+            "0-0",
+            "COUNT",
+            count,
+        )
         # 6.2: [cursor, entries]; 7.0: [cursor, entries, deleted ids] (already un-pended).
         return self._entries(queue, list(reply[1] or []))
 

@@ -69,7 +69,7 @@ def _raw(text: str | None) -> msgspec.Raw | None:
     return None if text is None else msgspec.Raw(text.encode())
 
 
-def state_from_row(row: Mapping[str, Any]) -> JobState:
+def state_from_row(row: Mapping[str, Any] | asyncpg.Record) -> JobState:
     """The :class:`JobState` a ``jobs`` row (as selected by :func:`load_states`) stands for."""
     return JobState(
         job_id=row["job_id"],

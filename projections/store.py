@@ -66,7 +66,7 @@ class BatchResult(msgspec.Struct):
 
     entries: int = 0
     inserted: int = 0
-    dead_lettered: int = 0
+    dead_lettered: list[str] = msgspec.field(default_factory=list)  # queue of each new one
     applied: list[Applied] = msgspec.field(default_factory=list)
 
 
@@ -84,6 +84,7 @@ _INSERT_DEAD: Final = """
 INSERT INTO dead_letters (queue, entry_ms, entry_seq, raw, error)
 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::text[])
 ON CONFLICT DO NOTHING
+RETURNING queue
 """
 
 _HISTORY: Final = """
@@ -128,7 +129,9 @@ async def _lock_queues(conn: asyncpg.Connection, lock_prefix: str, queues: set[s
         )
 
 
-async def _insert_events(conn: asyncpg.Connection, events: list[Decoded]) -> set[tuple[str, int, int]]:
+async def _insert_events(
+    conn: asyncpg.Connection, events: list[Decoded]
+) -> set[tuple[str, int, int]]:
     if not events:
         return set()
     cols: tuple[list[object], ...] = tuple([] for _ in range(9))
@@ -142,11 +145,11 @@ async def _insert_events(conn: asyncpg.Connection, events: list[Decoded]) -> set
     return {(r["queue"], r["entry_ms"], r["entry_seq"]) for r in rows}
 
 
-async def _insert_dead(conn: asyncpg.Connection, bad: list[tuple[Entry, str]]) -> None:
+async def _insert_dead(conn: asyncpg.Connection, bad: list[tuple[Entry, str]]) -> list[str]:
     if not bad:
-        return
+        return []
     pos = [parse_entry_id(e.entry_id) for e, _ in bad]
-    await conn.execute(
+    rows = await conn.fetch(
         _INSERT_DEAD,
         [e.queue for e, _ in bad],
         [p[0] for p in pos],
@@ -154,6 +157,7 @@ async def _insert_dead(conn: asyncpg.Connection, bad: list[tuple[Entry, str]]) -
         [e.raw or b"" for e, _ in bad],
         [err for _, err in bad],
     )
+    return [r["queue"] for r in rows]
 
 
 def _tag(event: Event) -> str:
@@ -206,10 +210,8 @@ async def apply_batch(
     good, bad = decode_entries(entries)
     async with conn.transaction():
         await _lock_queues(conn, lock_prefix, {e.queue for e in entries})
-        await _insert_dead(conn, bad)
+        dead = await _insert_dead(conn, bad)
         inserted = await _insert_events(conn, good)
         new = [d for d in good if (d.queue, *d.pos) in inserted]
         applied = await _fold(conn, new) if new else []
-    return BatchResult(
-        entries=len(entries), inserted=len(new), dead_lettered=len(bad), applied=applied
-    )
+    return BatchResult(entries=len(entries), inserted=len(new), dead_lettered=dead, applied=applied)

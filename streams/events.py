@@ -38,7 +38,7 @@ class JobQueued(_Event, tag="job.queued", frozen=True):
     which then waits in the delayed set until promoted.
     """
 
-    payload: msgspec.Raw = msgspec.Raw(b"{}")
+    payload: msgspec.Raw
     priority: Priority = "medium"
     run_at: int = 0
     max_attempts: int = 3
@@ -63,7 +63,7 @@ class JobProgress(_Event, tag="job.progress", frozen=True):
 class JobCompleted(_Event, tag="job.completed", frozen=True):
     """The attempt succeeded (terminal)."""
 
-    result: msgspec.Raw = msgspec.Raw(b"null")
+    result: msgspec.Raw
     duration_ms: float = 0.0
 
 
