@@ -1,4 +1,4 @@
-"""Crashes and zombies: a killed worker's job runs again exactly once; a paused one writes nothing."""
+"""Crashes and zombies: a killed worker's job runs once more; a paused one writes nothing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -36,7 +36,7 @@ def worker_proc(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
 
 
-def terminal_count(evs: list[object]) -> int:
+def terminal_count(evs: Sequence[object]) -> int:
     return sum(1 for e in evs if isinstance(e, JobCompleted | JobFailed) and (
         isinstance(e, JobCompleted) or not e.will_retry))  # fmt: skip
 

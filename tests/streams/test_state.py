@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,11 +35,11 @@ events: st.SearchStrategy[Event] = st.one_of(
         payload=st.just(RAW),
         reason=st.sampled_from(["enqueue", "retry", "reclaim", "handback", "operator"]),
         run_at=at,
-    ),  # fmt: skip
+    ),
     st.builds(JobStarted, **common, attempt=attempt, at=at, worker=st.just("w")),
     st.builds(
         JobProgress, **common, attempt=attempt, at=at, fraction=st.floats(min_value=0, max_value=1)
-    ),  # fmt: skip
+    ),
     st.builds(JobCompleted, **common, attempt=attempt, at=at, result=st.just(RAW)),
     st.builds(JobFailed, **common, attempt=attempt, at=at, will_retry=st.booleans()),
     st.builds(JobRetryScheduled, **common, attempt=attempt, at=at, run_at=at),
@@ -56,7 +59,7 @@ def fold(evs: list[Event]) -> list[JobState]:
 @given(st.lists(events, min_size=1, max_size=30))
 def test_attempts_never_go_back(evs: list[Event]) -> None:
     states = fold(evs)
-    for before, after in zip(states, states[1:]):
+    for before, after in itertools.pairwise(states):
         assert after.attempt >= before.attempt
 
 
@@ -85,7 +88,7 @@ def test_evolve_is_pure(evs: list[Event]) -> None:
 
 
 def test_happy_path_and_retry() -> None:
-    base = {"job_id": "j", "queue": "q", "kind": "k"}
+    base: dict[str, Any] = {"job_id": "j", "queue": "q", "kind": "k"}
     s = fold([
         JobQueued(**base, attempt=1, at=1, payload=RAW, run_at=1),
         JobStarted(**base, attempt=1, at=2, worker="w"),
