@@ -15,7 +15,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from jobstream.embedded import ensure_redis
+from jobstream.embedded import ensure_postgres, ensure_redis
 from streams.settings import Settings
 
 
@@ -27,7 +27,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     """Settings reaching real servers (embedded ones started if nothing is configured)."""
-    return ensure_redis(Settings.from_env())
+    return ensure_postgres(ensure_redis(Settings.from_env()))
 
 
 @pytest.fixture

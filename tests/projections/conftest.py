@@ -7,7 +7,6 @@ so a test's Redis keys and Postgres tables share one name. Postgres is real:
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -19,14 +18,13 @@ from prometheus_client import CollectorRegistry
 
 from projections import db
 from projections.projector import Projector, ProjectorConfig
-from streams.settings import DEFAULT_DATABASE_URL, Settings
+from streams.settings import Settings
 from tests.projections.eventgen import Producer
 
 
 @pytest.fixture
 def pg_settings(settings: Settings) -> Settings:
-    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    return msgspec.structs.replace(settings, database_url=url)
+    return settings  # the root conftest resolved DATABASE_URL (embedded if need be)
 
 
 @pytest.fixture
