@@ -126,10 +126,17 @@ async def _projection(base: Settings, plan: Plan) -> list[Figure]:
     lag = partial(projection.measure_lag, rate=plan.lag_rate, duration_s=plan.lag_seconds)
     note = f"backlog of {3 * plan.apply_jobs:,} events (queued/started/completed)"
     lag_note = f"{plan.lag_rate:,} jobs/s for {plan.lag_seconds:g} s through 1 worker process"
-    return [
-        *await _guarded(base, [projection.APPLY], apply, plan, note),
-        *await _guarded(base, [projection.LAG_P50, projection.LAG_P99], lag, plan, lag_note),
-    ]
+    figures = await _guarded(base, [projection.APPLY], apply, plan, note)
+    if projection.synthetic_available():
+        synth = partial(projection.measure_apply_synthetic, events=3 * plan.apply_jobs)
+        synth_note = f"{3 * plan.apply_jobs:,} synthetic events, 4 per job, no worker"
+        figures += await _guarded(base, [projection.APPLY_SYNTH], synth, plan, synth_note)
+    else:
+        figures += unavailable(
+            [projection.APPLY_SYNTH], "not available", "projections.bench not present"
+        )
+    lag_metrics = [projection.LAG_P50, projection.LAG_P99]
+    return figures + await _guarded(base, lag_metrics, lag, plan, lag_note)
 
 
 async def run_plan(plan: Plan, base: Settings) -> list[Figure]:

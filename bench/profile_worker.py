@@ -5,7 +5,7 @@ them with an in-process burst :class:`streams.worker.Worker` at concurrency 32
 under :mod:`cProfile`, prints the drain rate and the top functions by own time
 and by cumulative time, optionally writes the raw profile (``--out``, for
 ``snakeviz``/``pstats``), and deletes the namespace. cProfile slows Python code
-down (roughly 1.5-2x here), so the rate printed is lower than ``python -m bench``'s;
+down (about 2.5x here), so the rate printed is lower than ``python -m bench``'s;
 the proportions are what matter.
 """
 

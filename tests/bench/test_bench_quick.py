@@ -28,7 +28,12 @@ CORE_KEYS = {
     "reclaim.ms",
     *(f"pickup{rate}.{p}" for rate in (200, 1000) for p in ("p50", "p90", "p99", "max")),
 }
-PROJECTION_KEYS = {"projection.apply", "projection.lag_p50", "projection.lag_p99"}
+PROJECTION_KEYS = {
+    "projection.apply",
+    "projection.apply_synthetic",
+    "projection.lag_p50",
+    "projection.lag_p99",
+}
 
 
 def _check_figure(f: dict[str, Any]) -> None:
