@@ -113,23 +113,21 @@ class Client:
             count = i + 1
         ids: list[str] = [""] * count
         new_queues = [q for q in by_queue if q not in self._known_queues]
-        pipe = self.redis.pipeline(transaction=False)
-        if new_queues:
-            pipe.sadd(self.keys.queues, *new_queues)
-        for queue, items in by_queue.items():
-            flat = [a for _, args in items for a in args]
-            await self.scripts.call(
+        if new_queues:  # once per queue per client: the set of known queues
+            await self.redis.sadd(self.keys.queues, *new_queues)
+            self._known_queues.update(new_queues)
+        calls = [
+            (
                 "enqueue",
                 self.keys.queue(queue).prefix,
-                [self.settings.dedup_ttl_s, *flat],
-                client=pipe,
+                [self.settings.dedup_ttl_s, *(a for _, args in items for a in args)],
             )
-        results = await pipe.execute()
-        self._known_queues.update(new_queues)
-        for (queue, items), res in zip(by_queue.items(), results[1 if new_queues else 0 :]):
-            del queue
+            for queue, items in by_queue.items()
+        ]
+        results = await self.scripts.batch(calls)
+        for items, res in zip(by_queue.values(), results):
             for (i, _), job_id in zip(items, res[0::2]):
-                ids[i] = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+                ids[i] = _s(job_id)
         return ids
 
     def _prepare(self, req: JobRequest) -> tuple[str, list[Any]]:

@@ -90,17 +90,20 @@ async def run_job(
     t0 = time.perf_counter()
     result: Any = None
     error: BaseException | None = None
+    # one cancel scope per job: its deadline is the timeout, cancel() is an operator or shutdown
+    running.scope.deadline = anyio.current_time() + job.timeout_s
     with running.scope:
         try:
-            with anyio.fail_after(job.timeout_s):
-                result = await handler.fn(ctx, payload)
+            result = await handler.fn(ctx, payload)
         except Exception as exc:
             error = exc
     elapsed_ms = (time.perf_counter() - t0) * 1000
-    if running.scope.cancelled_caught and running.cancel_reason is not None:
+    if running.scope.cancelled_caught:
         if running.cancel_reason == "operator":
             return Op("canceled", job, "operator", "canceled while running")
-        return Op("handback", job)
+        if running.cancel_reason == "shutdown":
+            return Op("handback", job)
+        error = TimeoutError()
     if error is not None:
         return _fail(job, handler, error, elapsed_ms)
     try:
@@ -111,4 +114,4 @@ async def run_job(
         return _dead(
             job, "ResultTooLarge", f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}"
         )
-    return Op("complete", job, encoded, f"{elapsed_ms:.3f}")
+    return Op("complete", job, encoded.decode(), f"{elapsed_ms:.3f}")

@@ -22,6 +22,7 @@ from streams.keys import Keys
 from streams.scripts import Scripts
 
 log = logging.getLogger("jobstream.worker")
+_encode = msgspec.json.Encoder().encode
 
 
 class ClaimedJob(msgspec.Struct, array_like=True):
@@ -62,11 +63,14 @@ def parse_claimed(queue: str, flat: list[Any]) -> list[ClaimedJob]:
 
 
 class Op(msgspec.Struct, array_like=True):
-    """One fenced write for one job (see streams/lua/finish.lua for the argument meanings)."""
+    """One fenced write for one job (see streams/lua/finish.lua for the argument meanings).
+
+    All arguments are strings except ``attempt``; a batch of ops travels as one JSON array.
+    """
 
     op: str
     job: ClaimedJob
-    a1: str | bytes = ""
+    a1: str = ""
     a2: str = ""
     a3: str = ""
     a4: str = ""
@@ -122,7 +126,7 @@ class OpBuffer:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every buffered op now (retrying on connection errors)."""
+        """Write every buffered op now (retrying on connection and server errors)."""
         ops, self._ops = self._ops, []
         if not ops:
             self._idle.set()
@@ -139,20 +143,24 @@ class OpBuffer:
                 log.warning("flush failed (%s); retrying in %.2fs", type(exc).__name__, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except aioredis.ResponseError as exc:
+                # OOM, READONLY (fail-over)...: retry; the fence makes a replayed op harmless
+                log.error("redis refused a flush (%s); retrying in %.2fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         if not self._ops:
             self._idle.set()
 
     async def _write(self, by_queue: dict[str, list[Op]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for queue, ops in by_queue.items():
-            flat = [a for op in ops for a in op.args()]
-            await self._scripts.call(
+        calls = [
+            (
                 "finish",
                 self._keys.queue(queue).prefix,
-                [self._consumer, self._dead_ttl_s, *flat],
-                client=pipe,
+                [self._consumer, self._dead_ttl_s, _encode([op.args() for op in ops])],
             )
-        results = await pipe.execute()
+            for queue, ops in by_queue.items()
+        ]
+        results = await self._scripts.batch(calls)
         for (queue, ops), res in zip(by_queue.items(), results):
             self.flushed += len(ops)
             for op, ok in zip(ops, res):

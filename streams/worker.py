@@ -34,6 +34,7 @@ from streams.jobrun import Running, run_job
 from streams.keys import Keys
 from streams.ops import ClaimedJob, Op, OpBuffer, parse_claimed
 from streams.registry import Registry
+from streams.scripts import Call
 from streams.settings import Settings
 from streams.worker_loops import Loops
 
@@ -166,16 +167,20 @@ class Worker:
 
     async def _claim(self, n: int) -> list[ClaimedJob]:
         per, extra = divmod(n, len(self.queues))
-        pipe = self.redis.pipeline(transaction=False)
-        asked = []
+        calls: list[Call] = []
         for i, q in enumerate(self.queues):
             count = per + (1 if i < extra else 0)
             if count:
-                asked.append(q)
                 args = [self.name, count, self.settings.aging_medium_ms, self.settings.aging_low_ms]
-                await self.scripts.call("claim", self.keys.queue(q).prefix, args, client=pipe)
-        results = await self._retrying(pipe.execute)
-        return [job for q, flat in zip(asked, results) for job in parse_claimed(q, flat)]
+                calls.append(("claim", self.keys.queue(q).prefix, args))
+        return self._parse(calls, await self._retrying(self.scripts.batch, calls))
+
+    def _parse(self, calls: list[Call], results: list[Any]) -> list[ClaimedJob]:
+        return [
+            job
+            for (_, prefix, _), flat in zip(calls, results)
+            for job in parse_claimed(prefix.split("{", 1)[1][:-1], flat)
+        ]
 
     async def _block_and_claim(self) -> list[ClaimedJob]:
         streams = {s: ">" for q in self.queues for s in self.keys.queue(q).ready_all}
@@ -184,8 +189,7 @@ class Worker:
         )
         if not resp:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        asked = []
+        calls: list[Call] = []
         for stream, entries in resp:
             stream_s = stream.decode()
             queue = stream_s.split("{", 1)[1].split("}", 1)[0]
@@ -194,11 +198,8 @@ class Worker:
             for entry_id, fields in entries:
                 field, value = next(iter(fields.items()), (b"", b""))
                 flat += [prio, entry_id, field, value]
-            asked.append(queue)
-            args = [self.name, 0, 0, 0, *flat]
-            await self.scripts.call("claim", self.keys.queue(queue).prefix, args, client=pipe)
-        results = await self._retrying(pipe.execute)
-        return [job for q, flat in zip(asked, results) for job in parse_claimed(q, flat)]
+            calls.append(("claim", self.keys.queue(queue).prefix, [self.name, 0, 0, 0, *flat]))
+        return self._parse(calls, await self._retrying(self.scripts.batch, calls))
 
     async def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         delay = 0.05
@@ -212,18 +213,20 @@ class Worker:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except aioredis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.client.ensure_groups(self.queues)
+                if "NOGROUP" in str(exc):  # Redis lost its data (restart): recreate and go on
+                    await self.client.ensure_groups(self.queues)
+                    continue
+                # OOM, READONLY (fail-over), BUSY...: a server condition; wait it out
+                log.error("redis refused a claim (%s); retrying in %.2fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _all_idle(self) -> bool:
         if self.running or self.free < self.concurrency or not self.buffer.empty:
             return False
         await self.buffer.wait_empty()
-        pipe = self.redis.pipeline(transaction=False)
-        for q in self.queues:
-            await self.scripts.call("idle", self.keys.queue(q).prefix, [], client=pipe)
-        results = await pipe.execute()
+        calls: list[Call] = [("idle", self.keys.queue(q).prefix, []) for q in self.queues]
+        results = await self.scripts.batch(calls)
         return all(sum(int(x) for x in r) == 0 for r in results)
 
     # -- running ---------------------------------------------------------------

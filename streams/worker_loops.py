@@ -19,6 +19,8 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 
+from streams.scripts import Call
+
 if TYPE_CHECKING:
     from streams.worker import Worker
 
@@ -51,13 +53,11 @@ class Loops:
     async def beat_once(self) -> None:
         """Renew this worker's lease on every queue; cancel jobs found in the cancel sets."""
         w = self.w
-        pipe = w.redis.pipeline(transaction=False)
+        calls: list[Call] = []
         for q in w.queues:
             ids = [j for j, r in w.running.items() if r.job.queue == q]
-            await w.scripts.call(
-                "heartbeat", w.keys.queue(q).prefix, [w.name, self.ttl_ms, *ids], client=pipe
-            )
-        for res in await pipe.execute():
+            calls.append(("heartbeat", w.keys.queue(q).prefix, [w.name, self.ttl_ms, *ids]))
+        for res in await w.scripts.batch(calls):
             for job_id in res:
                 self.cancel(job_id.decode())
 
@@ -70,11 +70,9 @@ class Loops:
     async def reap_once(self) -> int:
         """Reclaim jobs of dead workers / past their hard timeout; returns how many."""
         w = self.w
-        pipe = w.redis.pipeline(transaction=False)
-        for q in w.queues:
-            args = [self.ttl_ms, 100, w.settings.dead_ttl_s, self.ttl_ms]
-            await w.scripts.call("reclaim", w.keys.queue(q).prefix, args, client=pipe)
-        n = sum(int(x) for x in await pipe.execute())
+        args = [self.ttl_ms, 100, w.settings.dead_ttl_s, self.ttl_ms]
+        calls: list[Call] = [("reclaim", w.keys.queue(q).prefix, args) for q in w.queues]
+        n = sum(int(x) for x in await w.scripts.batch(calls))
         if n:
             log.info("reclaimed %d job(s) from dead workers or past their timeout", n)
         return n
@@ -82,10 +80,8 @@ class Loops:
     async def promote_once(self) -> float:
         """Promote due jobs on every queue; returns seconds until the next one is due."""
         w = self.w
-        pipe = w.redis.pipeline(transaction=False)
-        for q in w.queues:
-            await w.scripts.call("promote", w.keys.queue(q).prefix, [1000], client=pipe)
-        results = await pipe.execute()
+        calls: list[Call] = [("promote", w.keys.queue(q).prefix, [1000]) for q in w.queues]
+        results = await w.scripts.batch(calls)
         now_ms = time.time() * 1000
         waits = [(int(nxt) - now_ms) / 1000 for _, nxt in results if int(nxt) >= 0]
         if any(int(n) >= 1000 for n, _ in results):

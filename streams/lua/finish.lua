@@ -1,7 +1,8 @@
 -- finish: record what a worker's jobs did since its last flush (complete, fail/retry,
 -- progress, canceled, handback), fenced.
--- KEYS[1] queue prefix. ARGV: now_ms, consumer, dead_ttl_s, then 9 per op:
---   op, job_id, entry_id, priority, attempt, a1, a2, a3, a4
+-- KEYS[1] queue prefix. ARGV: now_ms, consumer, dead_ttl_s, ops: a JSON array of
+--   [op, job_id, entry_id, priority, attempt, a1, a2, a3, a4] (one argument, so a batch
+--   costs the client one string to pack, not nine per op)
 --   complete:  a1 result JSON, a2 duration_ms
 --   fail:      a1 error type, a2 message, a3 duration_ms, a4 retry delay ms (-1: no retry)
 --   progress:  a1 fraction, a2 message
@@ -54,12 +55,12 @@ local function apply(op, id, h, a1, a2, a3, a4)
   end
 end
 
-for i = 4, #ARGV, 9 do
-  local op, id, entry, attempt = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 4])
+for _, o in ipairs(cjson.decode(ARGV[4])) do
+  local op, id, entry, attempt = o[1], o[2], o[3], tonumber(o[5])
   local h = load(id)
   if h and (h.state == 'running' or h.state == 'cancel') and h.worker == consumer
       and h.entry == entry and h.attempt == attempt then
-    apply(op, id, h, ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8])
+    apply(op, id, h, o[6], o[7], o[8], o[9])
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
