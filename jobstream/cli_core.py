@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--queues", help="comma-separated queues (default: every registered queue)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--burst", action="store_true", help="exit once no work is left")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     p.set_defaults(func=cmd_worker)
 
     for name, fn in (("cancel", cmd_cancel), ("retry", cmd_retry)):
@@ -112,6 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             burst=args.burst,
             handle_signals=True,
+            metrics_port=args.metrics_port,
         )
         await w.run()
         return 0

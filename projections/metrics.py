@@ -1,4 +1,4 @@
-"""Prometheus metrics of the projector, and the tiny HTTP server exposing them.
+"""Prometheus metrics of the projector (served by streams.metrics_http.MetricsServer).
 
 Owns: the metric names and labels, counting newly projected events, the
 queue gauges read from Redis, and ``/metrics`` + ``/healthz``.
@@ -13,13 +13,9 @@ Invariants:
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from projections.store import Applied
 from streams.events import (
@@ -30,7 +26,10 @@ from streams.events import (
     JobRetryScheduled,
     JobStarted,
 )
+from streams.metrics_http import MetricsServer
 from streams.state import JobState
+
+__all__ = ["MetricsServer", "ProjectorMetrics"]
 
 _JOB = ("queue", "kind", "priority")
 _TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
@@ -145,45 +144,3 @@ def _wait_ms(before: JobState | None, started_at: int) -> int | None:
         return None
     ready_at = max(before.run_at or 0, before.updated_at)
     return max(0, started_at - ready_at)
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not worth a log line."""
-
-
-class MetricsServer:
-    """``/metrics`` and ``/healthz`` over HTTP in a daemon thread; ``port`` is the bound port."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        port: int,
-        healthy: Callable[[], bool],
-        host: str = "0.0.0.0",
-    ) -> None:
-        metrics_app = make_wsgi_app(registry)
-
-        def app(environ: dict[str, Any], start_response: Any) -> Any:
-            if environ.get("PATH_INFO") == "/healthz":
-                ok = healthy()
-                start_response(
-                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
-                )
-                return [b"ok\n" if ok else b"unhealthy\n"]
-            return metrics_app(environ, start_response)
-
-        self._server = make_server(host, port, app, _Server, _QuietHandler)
-        self.port: int = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from streams.keys import Keys
 from streams.scripts import Scripts
+from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("jobstream.worker")
 _encode = msgspec.json.Encoder().encode
@@ -94,10 +95,17 @@ class OpBuffer:
     """Collects ops and writes them in batches; ``flush_forever`` is the flusher task."""
 
     def __init__(
-        self, redis: aioredis.Redis, scripts: Scripts, keys: Keys, consumer: str, dead_ttl_s: int
+        self,
+        redis: aioredis.Redis,
+        scripts: Scripts,
+        keys: Keys,
+        consumer: str,
+        dead_ttl_s: int,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._redis, self._scripts, self._keys = redis, scripts, keys
         self._consumer, self._dead_ttl_s = consumer, dead_ttl_s
+        self.metrics = metrics or WorkerMetrics()
         self._ops: list[Op] = []
         self._wake = anyio.Event()
         self._idle = anyio.Event()
@@ -161,11 +169,16 @@ class OpBuffer:
             for queue, ops in by_queue.items()
         ]
         results = await self._scripts.batch(calls)
+        m = self.metrics
         for (queue, ops), res in zip(by_queue.items(), results):
             self.flushed += len(ops)
+            m.flush_batch.observe(len(ops))
             for op, ok in zip(ops, res):
-                if not ok:
+                if ok:
+                    m.applied(queue, op.job.kind, op.op)
+                else:
                     self.fenced += 1
+                    m.fenced.inc()
                     log.warning(
                         "lease lost: %s of job %s (attempt %d) on %s not written",
                         op.op,

@@ -32,11 +32,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from streams.client import Client
 from streams.jobrun import Running, run_job
 from streams.keys import Keys
+from streams.metrics_http import MetricsServer
 from streams.ops import ClaimedJob, Op, OpBuffer, parse_claimed
 from streams.registry import Registry
 from streams.scripts import Call
 from streams.settings import Settings
 from streams.worker_loops import Loops
+from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("jobstream.worker")
 BLOCK_MS = 500
@@ -59,6 +61,7 @@ class Worker:
         burst: bool = False,
         resources: Mapping[str, Any] | None = None,
         handle_signals: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -75,7 +78,14 @@ class Worker:
         self.blocking = aioredis.Redis.from_url(settings.redis_url, max_connections=2)
         self.client = Client(settings, redis=self.redis)
         self.scripts = self.client.scripts
-        self.buffer = OpBuffer(self.redis, self.scripts, self.keys, self.name, settings.dead_ttl_s)
+        self.metrics = WorkerMetrics()
+        self.metrics.concurrency.set(concurrency)
+        self.metrics.in_flight.set_function(lambda: len(self.running))
+        self.metrics_port = metrics_port
+        self.metrics_server_port: int | None = None
+        self.buffer = OpBuffer(
+            self.redis, self.scripts, self.keys, self.name, settings.dead_ttl_s, self.metrics
+        )
         self.running: dict[str, Running] = {}
         self.free = concurrency
         self._slot_freed = anyio.Event()
@@ -93,6 +103,11 @@ class Worker:
         await self.client.ensure_groups(self.queues)
         loops = Loops(self)
         await loops.beat_once()
+        server = None
+        if self.metrics_port is not None:
+            server = MetricsServer(self.metrics.registry, self.metrics_port, loops.healthy)
+            self.metrics_server_port = server.port
+            log.info("worker %s: metrics on :%d/metrics", self.name, server.port)
         send, receive = anyio.create_memory_object_stream[ClaimedJob](max_buffer_size=10_000)
         try:
             async with anyio.create_task_group() as tg:
@@ -110,6 +125,8 @@ class Worker:
                 await self.buffer.wait_empty()
                 tg.cancel_scope.cancel()
         finally:
+            if server is not None:
+                server.close()
             await self._leave()
             await self.redis.aclose()
             await self.blocking.aclose()

@@ -34,6 +34,11 @@ class Loops:
     def __init__(self, worker: Worker) -> None:
         self.w = worker
         self.ttl_ms = int(worker.settings.heartbeat_ttl_s * 1000)
+        self.last_beat = time.monotonic()
+
+    def healthy(self) -> bool:
+        """True while the heartbeat reaches Redis (the worker's lease is valid)."""
+        return time.monotonic() - self.last_beat < self.w.settings.heartbeat_ttl_s
 
     def start(self, tg: TaskGroup) -> None:
         ttl_s = self.w.settings.heartbeat_ttl_s
@@ -60,6 +65,7 @@ class Loops:
         for res in await w.scripts.batch(calls):
             for job_id in res:
                 self.cancel(job_id.decode())
+        self.last_beat = time.monotonic()
 
     def cancel(self, job_id: str) -> None:
         running = self.w.running.get(job_id)
