@@ -127,15 +127,19 @@ async def read_events(
     timeout_s: float,
     events: list[Event] | None = None,
     last_id: str = "0-0",
+    alive: Callable[[], bool] | None = None,
 ) -> tuple[list[Event], str]:
     """XREAD BLOCK ``stream`` from ``last_id`` until ``done(events)``; (events, last id).
 
-    Raises TimeoutError after ``timeout_s``. ``events`` (appended to) lets a caller
+    Raises TimeoutError after ``timeout_s``, RuntimeError as soon as ``alive()`` (the
+    worker the caller waits on) turns false. ``events`` (appended to) lets a caller
     keep the history of an earlier call.
     """
     seen = [] if events is None else events
     with anyio.fail_after(timeout_s):
         while not done(seen):
+            if alive is not None and not alive():
+                raise RuntimeError("the worker process exited while the bench waited for it")
             reply: Any = await client.xread({stream: last_id}, count=5000, block=200)
             for _key, entries in reply or []:
                 for entry_id, fields in entries:

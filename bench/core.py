@@ -141,7 +141,11 @@ async def measure_pickup(settings: Settings, *, rate: int, duration_s: float) ->
         await anyio.sleep(0.2)  # let the worker settle into its blocking read
         sent = await steady(rate, duration_s, steady_enqueuer(client))
         events, _ = await read_events(
-            client.redis, events_key(settings), _count("job.started", sent), timeout_s=30
+            client.redis,
+            events_key(settings),
+            _count("job.started", sent),
+            timeout_s=30,
+            alive=worker.alive,
         )
     queued = {e.job_id: e.at for e in events if e.type == "job.queued"}
     waits = [float(e.at - queued[e.job_id]) for e in events if e.type == "job.started"]
@@ -163,7 +167,7 @@ async def measure_reclaim(settings: Settings) -> dict[str, float]:
         await first.wait_ready()
         job_id = await client.enqueue("demo.sleep", {"seconds": 60.0})
         events, last = await read_events(
-            client.redis, stream, _count("job.started", 1), timeout_s=30
+            client.redis, stream, _count("job.started", 1), timeout_s=30, alive=first.alive
         )
         async with await WorkerProc.spawn(settings) as second:
             await second.wait_ready()
@@ -177,6 +181,7 @@ async def measure_reclaim(settings: Settings) -> dict[str, float]:
                 timeout_s=settings.heartbeat_ttl_s * 4 + 10,
                 events=events,
                 last_id=last,
+                alive=second.alive,
             )
     again = [e for e in events if e.type == "job.started" and e.job_id == job_id][-1]
     return {RECLAIM.key: again.at - killed_ms}

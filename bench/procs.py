@@ -83,6 +83,10 @@ class WorkerProc:
             await self.proc.wait()
         return started
 
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.returncode is None
+
     def kill(self) -> None:
         """SIGKILL the worker (no clean-up on its side: its jobs must be reclaimed)."""
         self.proc.send_signal(signal.SIGKILL)

@@ -114,7 +114,9 @@ async def measure_apply(settings: Settings, *, jobs: int) -> dict[str, float]:
         async with Client(settings, registry=registry()) as client:
             await enqueue_batches(client, jobs)
         await Worker(settings, registry(), concurrency=32, burst=True).run()
-        config = config_cls(schema=schema, consumer="bench", metrics_port=None)
+        config = config_cls(
+            schema=schema, consumer="bench", metrics_port=None, gauge_interval_s=3600.0
+        )
         async with projector_cls(settings, config) as projector:
             t0 = time.perf_counter()
             await projector.run(until_caught_up=True)

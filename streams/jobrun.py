@@ -1,7 +1,7 @@
 """Running one claimed job: decode, call the handler under its timeout, decide the op.
 
 Owns: the outcome rules of an attempt.
-- unknown kind, undecodable payload, oversized result: dead at once (no retry) with
+- unknown kind, oversized or undecodable payload, oversized result: dead at once (no retry) with
   a clear error — bad input is never retried and never crashes the worker;
 - success: ``complete`` with the encoded result;
 - an exception or the timeout: ``fail``, retried after the handler's backoff while
@@ -65,11 +65,15 @@ async def run_job(
     registry: Registry,
     buffer: OpBuffer,
     resources: Mapping[str, Any],
+    payload_cap_bytes: int,
 ) -> Op:
     """Run ``job`` to an outcome and return the op recording it."""
     handler = registry.get(job.kind)
     if handler is None:
         return _dead(job, "UnknownKind", f"no handler for job kind {job.kind!r} in this worker")
+    if len(job.payload) > payload_cap_bytes:  # a foreign producer bypassed the door
+        size = len(job.payload)
+        return _dead(job, "PayloadTooLarge", f"payload is {size} bytes, over {payload_cap_bytes}")
     try:
         payload = msgspec.json.decode(job.payload, type=handler.payload_type)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -255,7 +255,14 @@ class Worker:
                 if self.stopping and running.cancel_reason is None:
                     op = Op("handback", job)
                 else:
-                    op = await run_job(job, running, self.registry, self.buffer, self.resources)
+                    op = await run_job(
+                        job,
+                        running,
+                        self.registry,
+                        self.buffer,
+                        self.resources,
+                        self.settings.payload_cap_bytes,
+                    )
                 self.buffer.add(op)
                 self.running.pop(job.job_id, None)
                 self.free += 1

@@ -138,7 +138,12 @@ async def test_poison_entries_are_dead_lettered(settings: Settings, redis: aiore
     await redis.xadd(qk.ready("medium"), {"garbage": "\x00\xff"})
     await redis.xadd(qk.ready("medium"), {"id": "no-such-job"})
     await redis.xadd(qk.ready("high"), {"job": "{not json"})
+    huge = {"type": "job.queued", "job_id": "huge", "queue": "default", "kind": "demo.noop",
+            "attempt": 1, "payload": {"x": "y" * (settings.payload_cap_bytes + 1)}}  # fmt: skip
+    await redis.xadd(qk.ready("low"), {"job": msgspec.json.encode(huge)})
     await run_burst(settings, demo_registry())
+    last = (await events_of(redis, settings, job_id="huge"))[-1]
+    assert isinstance(last, JobFailed) and last.error_type == "PayloadTooLarge"
     last = (await events_of(redis, settings, job_id=bad_payload))[-1]
     assert isinstance(last, JobFailed) and last.error_type == "PayloadDecodeError"
     assert "$.seconds" in last.message and not last.will_retry
