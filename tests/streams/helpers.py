@@ -51,9 +51,12 @@ async def run_burst(
     registry: Registry | None = None,
     concurrency: int = 8,
     timeout_s: float = 60,
+    worker: dict[str, Any] | None = None,
 ) -> Worker:
-    """Run a burst worker to completion and return it."""
-    w = Worker(settings, registry or fast_registry(), concurrency=concurrency, burst=True)
+    """Run a burst worker to completion and return it (``worker``: more Worker options)."""
+    w = Worker(
+        settings, registry or fast_registry(), concurrency=concurrency, burst=True, **(worker or {})
+    )
     with anyio.fail_after(timeout_s):
         await w.run()
     return w

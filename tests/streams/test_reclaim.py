@@ -111,6 +111,23 @@ async def test_paused_worker_past_its_lease_writes_nothing(
     assert terminal_count(after) == 1
 
 
+async def test_sigterm_lets_short_jobs_finish(
+    settings: Settings,
+    redis: aioredis.Redis,
+    env: dict[str, str],
+    spawn: list[subprocess.Popen[bytes]],
+) -> None:
+    async with Client(settings) as c:
+        job_id = await c.enqueue("demo.sleep", {"seconds": 0.5})
+    proc = worker_proc({**env, "JOBSTREAM_SHUTDOWN_GRACE_S": "20"})
+    spawn.append(proc)
+    await _started_by_proc(redis, settings, job_id)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    evs = await events_of(redis, settings, job_id=job_id)
+    assert tags(evs) == ["job.queued", "job.started", "job.completed"]
+
+
 async def test_sigterm_hands_back_in_flight_jobs(
     settings: Settings,
     redis: aioredis.Redis,

@@ -171,3 +171,14 @@ async def test_foreign_producer_xadds_a_job(settings: Settings, redis: aioredis.
     assert tags(await events_of(redis, settings, job_id="php-1")) == [
         "job.queued", "job.started", "job.progress", "job.progress", "job.completed"
     ]  # fmt: skip
+
+
+async def test_one_worker_serves_several_queues(settings: Settings, redis: aioredis.Redis) -> None:
+    reqs = [JobRequest(kind="demo.noop", queue=q) for q in ("mail", "pdf", "mail", "other")]
+    async with Client(settings) as c:
+        ids = await c.enqueue_many(reqs)
+    w = await run_burst(settings, concurrency=3, worker={"queues": ["mail", "pdf"]})
+    assert w.started_jobs == 3
+    for job_id, q in zip(ids, ("mail", "pdf", "mail")):
+        assert tags(await events_of(redis, settings, q, job_id))[-1] == "job.completed"
+    assert tags(await events_of(redis, settings, "other")) == ["job.queued"]
