@@ -5,7 +5,9 @@ tag, so every key of one queue lives in one slot and every per-queue script is
 cluster-safe)::
 
     ns:queues                     SET    known queue names (outside any hash tag)
-    ns:control                    PUBSUB channel: "cancel <job_id>" to running workers
+    ns:control                    PUBSUB channel: "cancel <queue> <job_id>" to running workers
+    ns:cron:last                  ZSET   cron spec name -> last tick evaluated (ms; only moves up)
+    ns:cron:lastjob               HASH   cron spec name -> id of the job it fired last
     ns:{q}:ready:high|medium|low  STREAM ready entries, fields id=<job_id> (internal) or
                                   job=<job.queued JSON> (a foreign producer); group "workers"
     ns:{q}:delayed                ZSET   job_id -> due time (ms) for delayed jobs and retries
@@ -110,6 +112,14 @@ class Keys(msgspec.Struct, frozen=True):
     @property
     def control(self) -> str:
         return f"{self.ns}:control"
+
+    @property
+    def cron_last(self) -> str:
+        return f"{self.ns}:cron:last"
+
+    @property
+    def cron_lastjob(self) -> str:
+        return f"{self.ns}:cron:lastjob"
 
     def queue(self, queue: str) -> QueueKeys:
         return QueueKeys(self.ns, validate_queue(queue))

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 
 from streams.client import Client, JobRequest
 from streams.cron import CronError, CronSpec, manual_id, tick_id
+from streams.keys import Keys
 from streams.registry import Registry
 
 log = logging.getLogger("jobstream.scheduler")
@@ -53,20 +54,6 @@ log = logging.getLogger("jobstream.scheduler")
 LIVE_STATES = frozenset({"queued", "scheduled", "running", "cancel"})
 PROMOTE_LIMIT = 1000
 MAX_LOOP_SLEEP_S = 1.0
-
-
-class CronKeys(msgspec.Struct, frozen=True):
-    """The scheduler's keys in namespace ``ns`` (see the module docstring)."""
-
-    ns: str
-
-    @property
-    def last(self) -> str:
-        return f"{self.ns}:cron:last"
-
-    @property
-    def lastjob(self) -> str:
-        return f"{self.ns}:cron:lastjob"
 
 
 class TickReport(msgspec.Struct, kw_only=True):
@@ -149,7 +136,7 @@ class Scheduler:
             _check_against_registry(spec, client.registry)
         self.client = client
         self.specs: dict[str, CronSpec] = {s.name: s for s in specs}
-        self.keys = CronKeys(client.settings.namespace)
+        self.keys = Keys(client.settings.namespace)
         self.grace = timedelta(seconds=grace_s)
         self.promote_enabled = promote
         self._now = now
@@ -167,8 +154,8 @@ class Scheduler:
             return report
         names = list(self.specs)
         pipe = self.client.redis.pipeline(transaction=False)
-        pipe.zmscore(self.keys.last, names)
-        pipe.hmget(self.keys.lastjob, names)
+        pipe.zmscore(self.keys.cron_last, names)
+        pipe.hmget(self.keys.cron_lastjob, names)
         scores, lastjobs = await pipe.execute()
         requests: list[JobRequest] = []
         for name, score, lastjob in zip(names, scores, lastjobs, strict=True):
@@ -213,11 +200,11 @@ class Scheduler:
 
     async def _advance(self, names: list[str], now: datetime, fired: list[JobRequest]) -> None:
         pipe = self.client.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.last, dict.fromkeys(names, _ms(now)), gt=True)
+        pipe.zadd(self.keys.cron_last, dict.fromkeys(names, _ms(now)), gt=True)
         # Requests are in tick order, so the last one per spec is its newest job.
         newest = {req.job_id.split(":")[1]: req.job_id for req in fired if req.job_id}
         for name, job_id in newest.items():
-            pipe.hset(self.keys.lastjob, name, job_id)
+            pipe.hset(self.keys.cron_lastjob, name, job_id)
         await pipe.execute()
 
     async def fire_now(self, name: str) -> str:
@@ -227,7 +214,7 @@ class Scheduler:
             raise CronError(f"no cron spec named {name!r}")
         job_id = manual_id(name, self._now())
         [fired] = await self.client.enqueue_many([self._request(spec, job_id)])
-        await self.client.redis.hset(self.keys.lastjob, name, fired)
+        await self.client.redis.hset(self.keys.cron_lastjob, name, fired)
         return fired
 
     async def last_evaluated(self) -> dict[str, datetime | None]:
@@ -235,7 +222,7 @@ class Scheduler:
         names = list(self.specs)
         if not names:
             return {}
-        scores = await self.client.redis.zmscore(self.keys.last, names)
+        scores = await self.client.redis.zmscore(self.keys.cron_last, names)
         return {n: None if s is None else _from_ms(s) for n, s in zip(names, scores, strict=True)}
 
     async def last_jobs(self) -> dict[str, str | None]:
@@ -243,7 +230,7 @@ class Scheduler:
         names = list(self.specs)
         if not names:
             return {}
-        ids = await self.client.redis.hmget(self.keys.lastjob, names)
+        ids = await self.client.redis.hmget(self.keys.cron_lastjob, names)
         return {n: _text(i) if i else None for n, i in zip(names, ids, strict=True)}
 
     async def promote(self, now_ms: int = 0) -> int:

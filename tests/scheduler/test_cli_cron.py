@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from handlers.schedules import SCHEDULES
 from streams.client import Client
 from streams.cron import CronSpec
-from streams.scheduler import CronKeys, Scheduler
+from streams.keys import Keys
+from streams.scheduler import Scheduler
 from streams.settings import Settings
 from tests.scheduler.conftest import SimClock
 
@@ -103,7 +104,7 @@ async def test_cron_list_reads_last_run_from_the_projection(
 async def test_scheduler_process_stops_cleanly_on_sigterm(
     env: dict[str, str], settings: Settings, redis: aioredis.Redis
 ) -> None:
-    cursor = CronKeys(settings.namespace).last
+    cursor = Keys(settings.namespace).cron_last
     with anyio.fail_after(20):
         async with await anyio.open_process([*CLI, "scheduler"], env=env) as proc:
             # The process is up once it has evaluated its specs (it writes their cursors);
