@@ -53,9 +53,13 @@ local function start(prio, entry, field, value)
   end
   local h = load(id)
   if not h then return deadletter(prio, entry, field, value, 'no such job: ' .. id) end
-  if h.state ~= 'queued' or h.entry ~= entry then return ack(prio, entry) end
-  redis.call('HSET', kjob(id), 'state', 'running', 'worker', consumer, 'started', NOW)
-  emit('job.started', id, h.kind, h.attempt, '"worker":' .. q(consumer))
+  local again = h.state == 'running' and h.worker == consumer and h.entry == entry
+  if not again then
+    -- (again: a retried claim whose first reply was lost; hand the job out once more)
+    if h.state ~= 'queued' or h.entry ~= entry then return ack(prio, entry) end
+    redis.call('HSET', kjob(id), 'state', 'running', 'worker', consumer, 'started', NOW)
+    emit('job.started', id, h.kind, h.attempt, '"worker":' .. q(consumer))
+  end
   for _, v in ipairs({entry, prio, id, h.kind, h.payload, h.attempt, h.maxa, h.timeout, h.enq}) do
     out[#out + 1] = v
   end

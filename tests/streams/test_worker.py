@@ -182,3 +182,19 @@ async def test_one_worker_serves_several_queues(settings: Settings, redis: aiore
     for job_id, q in zip(ids, ("mail", "pdf", "mail")):
         assert tags(await events_of(redis, settings, q, job_id))[-1] == "job.completed"
     assert tags(await events_of(redis, settings, "other")) == ["job.queued"]
+
+
+async def test_a_retried_claim_is_idempotent(settings: Settings, redis: aioredis.Redis) -> None:
+    """A claim whose reply was lost is sent again: the job is handed out again, started once."""
+    qk = Keys(settings.namespace).queue("default")
+    async with Client(settings) as c:
+        job_id = await c.enqueue("demo.noop", {})
+        await c.ensure_groups(["default"])
+    resp: Any = await redis.xreadgroup("workers", "w1", {qk.ready("medium"): ">"}, count=1)
+    entry_id, fields = resp[0][1][0]
+    args = ["w1", 0, 0, 0, "medium", entry_id, b"id", fields[b"id"]]
+    scripts = Scripts(redis)
+    first = await scripts.call("claim", qk.prefix, args)
+    second = await scripts.call("claim", qk.prefix, args)
+    assert first == second and first[2] == job_id.encode()
+    assert tags(await events_of(redis, settings, job_id=job_id)) == ["job.queued", "job.started"]
