@@ -114,9 +114,7 @@ async def measure_apply(settings: Settings, *, jobs: int) -> dict[str, float]:
         async with Client(settings, registry=registry()) as client:
             await enqueue_batches(client, jobs)
         await Worker(settings, registry(), concurrency=32, burst=True).run()
-        config = config_cls(
-            schema=schema, consumer="bench", metrics_port=None, gauge_interval_s=3600.0
-        )
+        config = config_cls(schema=schema, consumer="bench", metrics_port=None)
         async with projector_cls(settings, config) as projector:
             t0 = time.perf_counter()
             await projector.run(until_caught_up=True)
@@ -167,12 +165,7 @@ async def measure_lag(settings: Settings, *, rate: int, duration_s: float) -> di
             await WorkerProc.spawn(settings) as worker,
         ):
             await worker.wait_ready()
-            # gauge_interval_s: refresh the gauges once, at start. A later refresh can race
-            # with an XACK (projections/gauges.py reads XPENDING's "min" after the group's
-            # pending count changed to 0) and crash the projector run mid-measurement.
-            config = config_cls(
-                schema=schema, consumer="bench", metrics_port=None, gauge_interval_s=3600.0
-            )
+            config = config_cls(schema=schema, consumer="bench", metrics_port=None)
             async with (
                 _timed_projector(projector_cls, lags, settings, config) as projector,
                 anyio.create_task_group() as tg,

@@ -70,8 +70,9 @@ async def refresh_queue(
     oldest = [_ms(first_id)] if first_id is not None else []
     if info and int(info["pending"]):
         summary = await client.xpending(qk.events, group)
-        oldest.append(_ms(summary["min"]))
-        behind += int(info["pending"])
+        if summary["min"] is not None:  # an XACK may land between XINFO and XPENDING
+            oldest.append(_ms(summary["min"]))
+            behind += int(summary["pending"])
     now_s, now_us = await client.time()
     now_ms = int(now_s) * 1000 + int(now_us) // 1000
     m.lag_entries.labels(queue).set(behind)

@@ -266,6 +266,8 @@ class Projector:
                     )
             except (*REDIS_ERRORS, ResponseError) as exc:
                 log.debug("gauge refresh failed: %s", exc)
+            except Exception:  # gauges are advisory: they never stop the projection
+                log.exception("gauge refresh failed")
             with anyio.move_on_after(self.config.gauge_interval_s):
                 await stop.wait()
 
