@@ -13,9 +13,12 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as CounterMetric
 
 from projections.store import Applied
 from streams.events import (
@@ -40,19 +43,21 @@ class ProjectorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.enqueued = Counter("jobstream_jobs_enqueued", "Jobs enqueued", _JOB, registry=r)
-        self.started = Counter("jobstream_jobs_started", "Attempts started", _JOB, registry=r)
-        self.completed = Counter("jobstream_jobs_completed", "Jobs completed", _JOB, registry=r)
-        self.failed = Counter(
+        self.enqueued = CounterMetric("jobstream_jobs_enqueued", "Jobs enqueued", _JOB, registry=r)
+        self.started = CounterMetric("jobstream_jobs_started", "Attempts started", _JOB, registry=r)
+        self.completed = CounterMetric(
+            "jobstream_jobs_completed", "Jobs completed", _JOB, registry=r
+        )
+        self.failed = CounterMetric(
             "jobstream_jobs_failed",
             "Attempts failed (final=true: the job is dead)",
             (*_JOB, "final"),
             registry=r,
         )
-        self.retried = Counter(
+        self.retried = CounterMetric(
             "jobstream_jobs_retried", "Retries scheduled or operator retries", _JOB, registry=r
         )
-        self.canceled = Counter("jobstream_jobs_canceled", "Jobs canceled", _JOB, registry=r)
+        self.canceled = CounterMetric("jobstream_jobs_canceled", "Jobs canceled", _JOB, registry=r)
         self.run_s = Histogram(
             "jobstream_job_run_seconds",
             "Attempt run time",
@@ -67,13 +72,13 @@ class ProjectorMetrics:
             buckets=_TIME_BUCKETS,
             registry=r,
         )
-        self.events = Counter(
+        self.events = CounterMetric(
             "jobstream_projector_events", "Events newly projected", ("queue", "type"), registry=r
         )
-        self.dead_letters = Counter(
+        self.dead_letters = CounterMetric(
             "jobstream_projector_dead_letters", "Entries dead-lettered", ("queue",), registry=r
         )
-        self.errors = Counter(
+        self.errors = CounterMetric(
             "jobstream_projector_errors", "Errors by source", ("source",), registry=r
         )
         self.batch_s = Histogram(
@@ -82,7 +87,7 @@ class ProjectorMetrics:
             buckets=_TIME_BUCKETS,
             registry=r,
         )
-        self.trimmed = Counter(
+        self.trimmed = CounterMetric(
             "jobstream_projector_trimmed", "Events-stream entries trimmed", ("queue",), registry=r
         )
         self.depth = Gauge(
@@ -108,34 +113,55 @@ class ProjectorMetrics:
         )
 
     def count(self, applied: Iterable[Applied]) -> None:
-        """Count newly projected events (never replays)."""
-        for a in applied:
-            self._count_one(a)
+        """Count newly projected events (never replays).
 
-    def _count_one(self, a: Applied) -> None:
+        Counters are summed per label set first and incremented once per batch;
+        ``labels()`` lookups are the projector's main metrics cost.
+        """
+        counts: Counter[tuple[CounterMetric, tuple[str, ...]]] = Counter()
+        observed: list[tuple[Histogram, tuple[str, str], float]] = []
+        for a in applied:
+            self._count_one(a, counts, observed)
+        for (metric, labels), n in counts.items():
+            metric.labels(*labels).inc(n)
+        children: dict[tuple[int, tuple[str, str]], Any] = {}
+        for hist, labels, value in observed:
+            key = (id(hist), labels)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = hist.labels(*labels)
+            child.observe(value)
+
+    def _count_one(
+        self,
+        a: Applied,
+        counts: Counter[tuple[CounterMetric, tuple[str, ...]]],
+        observed: list[tuple[Histogram, tuple[str, str], float]],
+    ) -> None:
         e, s = a.event, a.after
         job = (e.queue, e.kind, s.priority)
-        self.events.labels(e.queue, str(type(e).__struct_config__.tag)).inc()
+        qk = (e.queue, e.kind)
+        counts[self.events, (e.queue, str(type(e).__struct_config__.tag))] += 1
         if isinstance(e, JobQueued):
             if e.reason == "enqueue":
-                self.enqueued.labels(*job).inc()
+                counts[self.enqueued, job] += 1
             elif e.reason == "operator":
-                self.retried.labels(*job).inc()
+                counts[self.retried, job] += 1
         elif isinstance(e, JobStarted):
-            self.started.labels(*job).inc()
+            counts[self.started, job] += 1
             wait_ms = _wait_ms(a.before, e.at)
             if wait_ms is not None:
-                self.wait_s.labels(e.queue, e.kind).observe(wait_ms / 1000)
+                observed.append((self.wait_s, qk, wait_ms / 1000))
         elif isinstance(e, JobCompleted):
-            self.completed.labels(*job).inc()
-            self.run_s.labels(e.queue, e.kind).observe(e.duration_ms / 1000)
+            counts[self.completed, job] += 1
+            observed.append((self.run_s, qk, e.duration_ms / 1000))
         elif isinstance(e, JobFailed):
-            self.failed.labels(*job, "false" if e.will_retry else "true").inc()
-            self.run_s.labels(e.queue, e.kind).observe(e.duration_ms / 1000)
+            counts[self.failed, (*job, "false" if e.will_retry else "true")] += 1
+            observed.append((self.run_s, qk, e.duration_ms / 1000))
         elif isinstance(e, JobRetryScheduled):
-            self.retried.labels(*job).inc()
+            counts[self.retried, job] += 1
         elif isinstance(e, JobCanceled):
-            self.canceled.labels(*job).inc()
+            counts[self.canceled, job] += 1
 
 
 def _wait_ms(before: JobState | None, started_at: int) -> int | None:

@@ -98,6 +98,7 @@ class Projector:
         self._ids: dict[str, str] = {}  # queue -> "0" (re-read own pending) or ">"
         self._dirty: set[str] = set()
         self._drained = False  # the last read was of new entries (">") and found none
+        self._prefetched: list[Entry] = []  # read while the previous batch was committing
         self._next_refresh = self._next_claim = self._next_trim = 0.0
         self._last_ok = time.monotonic()
         self._backoff = _Backoff(config.backoff_max_s)
@@ -216,13 +217,32 @@ class Projector:
             self._drained = True
             await anyio.sleep(self.config.block_ms / 1000)
             return n
-        entries = await self._read()
+        entries, self._prefetched = self._prefetched or await self._read(), []
         if entries:
-            await self.process(entries)
+            await self._process_and_prefetch(entries)
         if now >= self._next_trim:
             await self.trim()
         self._last_ok = time.monotonic()
         return n + len(entries)
+
+    async def _process_and_prefetch(self, entries: list[Entry]) -> None:
+        """Project ``entries`` while the next batch is read from Redis (no blocking read).
+
+        The prefetched entries are pending in the group like any read ones, so a
+        crash loses nothing; they are projected first on the next step.
+        """
+        if any(i == "0" for i in self._ids.values()):
+            await self.process(entries)
+            return
+
+        async def prefetch() -> None:
+            self._prefetched = await self.io.read(self._ids, self.config.batch_size, None)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(prefetch, name="projector-prefetch")
+            await self.process(entries)
+        if self._prefetched:
+            self._drained = False
 
     async def caught_up(self) -> bool:
         """True when every stream is fully delivered and nothing is pending in the group."""
