@@ -12,14 +12,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobstream import cli_core, cli_cron, cli_projections, dev
+from jobstream import cli_core, cli_cron, cli_projections, dev, web
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobstream", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (cli_core, cli_projections, cli_cron, dev):
+    for module in (cli_core, cli_projections, cli_cron, dev, web):
         module.register(sub)
     return parser
 
