@@ -141,8 +141,8 @@ class Client:
         payload = self._encode_payload(req, handler.payload_type if handler else None)
         max_attempts = req.max_attempts or (handler.max_attempts if handler else 3)
         timeout_s = req.timeout_s or (handler.timeout_s if handler else 300.0)
-        if max_attempts < 1 or not (0 < timeout_s < 1e7) or not math.isfinite(timeout_s):
-            raise EnqueueError("max_attempts must be >= 1 and timeout_s a positive number")
+        if not 1 <= max_attempts <= 1000 or not (0 < timeout_s < 1e7):
+            raise EnqueueError("max_attempts must be 1-1000 and timeout_s a positive number")
         run_at = 0
         if req.run_at_ms is not None:
             run_at = int(req.run_at_ms)
@@ -154,16 +154,9 @@ class Client:
         if len(dedup) > 256 or (req.job_id is not None and not 0 < len(req.job_id) <= 256):
             raise EnqueueError("dedup_key and job_id must be at most 256 characters")
         job_id = req.job_id or new_job_id()
-        args = [
-            job_id,
-            req.kind,
-            priority,
-            run_at,
-            max_attempts,
-            repr(float(timeout_s)),
-            dedup,
-            payload,
-        ]
+        xid = "1" if req.job_id else "0"
+        args = [job_id, req.kind, priority, run_at, max_attempts, repr(float(timeout_s)),
+                dedup, payload, xid]  # fmt: skip
         return queue, args
 
     def _encode_payload(self, req: JobRequest, payload_type: type[Any] | None) -> bytes:

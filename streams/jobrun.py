@@ -102,7 +102,10 @@ async def run_job(
         except Exception as exc:
             error = exc
     elapsed_ms = (time.perf_counter() - t0) * 1000
-    if running.scope.cancelled_caught:
+    # interrupted: the scope caught its cancellation, or the handler turned it into an
+    # exception of its own (a cleanup that raised while being cancelled)
+    scope = running.scope
+    if scope.cancelled_caught or (error is not None and scope.cancel_called):
         if running.cancel_reason == "operator":
             return Op("canceled", job, "operator", "canceled while running")
         if running.cancel_reason == "shutdown":

@@ -40,6 +40,12 @@ class ClaimedJob(msgspec.Struct, array_like=True):
     enqueued_ms: int
     queue: str = ""
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(queue, priority, entry): unique among a worker's jobs (entry ids repeat across
+        streams, and a job id can come back as a new entry after a reclaim)."""
+        return (self.queue, self.priority, self.entry)
+
 
 def parse_claimed(queue: str, flat: list[Any]) -> list[ClaimedJob]:
     """Turn the claim script's flat reply into jobs."""
@@ -102,11 +108,14 @@ class OpBuffer:
         consumer: str,
         dead_ttl_s: int,
         metrics: WorkerMetrics | None = None,
+        dedup_ttl_s: int = 24 * 3600,
     ) -> None:
         self._redis, self._scripts, self._keys = redis, scripts, keys
         self._consumer, self._dead_ttl_s = consumer, dead_ttl_s
+        self._dedup_ttl_s = dedup_ttl_s
         self.metrics = metrics or WorkerMetrics()
         self._ops: list[Op] = []
+        self._writing: list[Op] = []
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -133,9 +142,14 @@ class OpBuffer:
             self._wake = anyio.Event()
             await self.flush()
 
+    def keys(self) -> set[tuple[str, str, str]]:
+        """Jobs whose outcome is buffered or being written (their entries are still pending)."""
+        return {op.job.key for op in (*self._ops, *self._writing) if op.op != "progress"}
+
     async def flush(self) -> None:
         """Write every buffered op now (retrying on connection and server errors)."""
         ops, self._ops = self._ops, []
+        self._writing = ops
         if not ops:
             self._idle.set()
             return
@@ -156,6 +170,7 @@ class OpBuffer:
                 log.error("redis refused a flush (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self._writing = []
         if not self._ops:
             self._idle.set()
 
@@ -164,7 +179,12 @@ class OpBuffer:
             (
                 "finish",
                 self._keys.queue(queue).prefix,
-                [self._consumer, self._dead_ttl_s, _encode([op.args() for op in ops])],
+                [
+                    self._consumer,
+                    self._dead_ttl_s,
+                    _encode([op.args() for op in ops]),
+                    self._dedup_ttl_s,
+                ],
             )
             for queue, ops in by_queue.items()
         ]

@@ -35,6 +35,8 @@ SCRIPT_NAMES = (
     "reclaim",
     "heartbeat",
     "idle",
+    "adopt",
+    "release",
 )
 Call = tuple[str, str, Sequence[Any]]  # script name, queue prefix, ARGV after now_ms
 

@@ -28,12 +28,15 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from streams.claimer import Claimer
 from streams.client import Client
 from streams.jobrun import Running, run_job
 from streams.keys import Keys
 from streams.metrics_http import MetricsServer
-from streams.ops import ClaimedJob, Op, OpBuffer, parse_claimed
+from streams.ops import ClaimedJob, Op, OpBuffer
 from streams.registry import Registry
 from streams.scripts import Call
 from streams.settings import Settings
@@ -41,7 +44,6 @@ from streams.worker_loops import Loops
 from streams.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("jobstream.worker")
-BLOCK_MS = 500
 
 
 def consumer_name() -> str:
@@ -74,8 +76,12 @@ class Worker:
         self.handle_signals = handle_signals
         self.name = consumer_name()
         self.keys = Keys(settings.namespace)
-        self.redis = aioredis.Redis.from_url(settings.redis_url, max_connections=64)
-        self.blocking = aioredis.Redis.from_url(settings.redis_url, max_connections=2)
+        # no automatic replays: a replayed script would act twice (see streams/claimer.py)
+        no_retry = Retry(NoBackoff(), 0)
+        self.redis = aioredis.Redis.from_url(settings.redis_url, max_connections=64, retry=no_retry)
+        self.blocking = aioredis.Redis.from_url(
+            settings.redis_url, max_connections=2, retry=no_retry
+        )
         self.client = Client(settings, redis=self.redis)
         self.scripts = self.client.scripts
         self.metrics = WorkerMetrics()
@@ -84,9 +90,13 @@ class Worker:
         self.metrics_port = metrics_port
         self.metrics_server_port: int | None = None
         self.buffer = OpBuffer(
-            self.redis, self.scripts, self.keys, self.name, settings.dead_ttl_s, self.metrics
+            self.redis, self.scripts, self.keys, self.name, settings.dead_ttl_s, self.metrics,
+            settings.dedup_ttl_s,
+        )  # fmt: skip
+        self.running: dict[tuple[str, str, str], Running] = {}  # by ClaimedJob.key
+        self.claimer = Claimer(
+            settings, self.client, self.blocking, self.queues, self.name, self._known
         )
-        self.running: dict[str, Running] = {}
         self.free = concurrency
         self._slot_freed = anyio.Event()
         self.stopping = False
@@ -165,81 +175,31 @@ class Worker:
 
     # -- reading ---------------------------------------------------------------
 
+    def _known(self) -> set[tuple[str, str, str]]:
+        """Entries this process runs or has an unwritten outcome for."""
+        return set(self.running) | self.buffer.keys()
+
     async def _reader(self, send: MemoryObjectSendStream[ClaimedJob]) -> None:
         async with send:
             while not self.stopping:
                 if self.free <= 0:
                     await self._wait_slot()
                     continue
-                jobs = await self._claim(self.free)
+                jobs = await self.claimer.claim(self.free)
                 if not jobs:
                     if self.burst and await self._all_idle():
                         break
-                    jobs = await self._block_and_claim()
+                    jobs = await self.claimer.wait_and_claim(self.free)
                 for job in jobs:
                     self.free -= 1
                     self.started_jobs += 1
-                    self.running[job.job_id] = Running(job)
+                    self.running[job.key] = Running(job)
                     await send.send(job)
-
-    async def _claim(self, n: int) -> list[ClaimedJob]:
-        per, extra = divmod(n, len(self.queues))
-        calls: list[Call] = []
-        for i, q in enumerate(self.queues):
-            count = per + (1 if i < extra else 0)
-            if count:
-                args = [self.name, count, self.settings.aging_medium_ms, self.settings.aging_low_ms]
-                calls.append(("claim", self.keys.queue(q).prefix, args))
-        return self._parse(calls, await self._retrying(self.scripts.batch, calls))
-
-    def _parse(self, calls: list[Call], results: list[Any]) -> list[ClaimedJob]:
-        return [
-            job
-            for (_, prefix, _), flat in zip(calls, results)
-            for job in parse_claimed(prefix.split("{", 1)[1][:-1], flat)
-        ]
-
-    async def _block_and_claim(self) -> list[ClaimedJob]:
-        streams = {s: ">" for q in self.queues for s in self.keys.queue(q).ready_all}
-        resp = await self._retrying(
-            self.blocking.xreadgroup, "workers", self.name, streams, count=1, block=BLOCK_MS
-        )
-        if not resp:
-            return []
-        calls: list[Call] = []
-        for stream, entries in resp:
-            stream_s = stream.decode()
-            queue = stream_s.split("{", 1)[1].split("}", 1)[0]
-            prio = stream_s.rsplit(":", 1)[1]
-            flat: list[Any] = []
-            for entry_id, fields in entries:
-                field, value = next(iter(fields.items()), (b"", b""))
-                flat += [prio, entry_id, field, value]
-            calls.append(("claim", self.keys.queue(queue).prefix, [self.name, 0, 0, 0, *flat]))
-        return self._parse(calls, await self._retrying(self.scripts.batch, calls))
-
-    async def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        delay = 0.05
-        while True:
-            try:
-                return await fn(*args, **kwargs)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                if self.stopping:
-                    return []
-                log.warning("redis unavailable (%s); retrying in %.2fs", type(exc).__name__, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except aioredis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis lost its data (restart): recreate and go on
-                    await self.client.ensure_groups(self.queues)
-                    continue
-                # OOM, READONLY (fail-over), BUSY...: a server condition; wait it out
-                log.error("redis refused a claim (%s); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await self.claimer.release()
 
     async def _all_idle(self) -> bool:
-        if self.running or self.free < self.concurrency or not self.buffer.empty:
+        busy = self.running or self.free < self.concurrency or self.claimer.backlog
+        if busy or not self.buffer.empty:
             return False
         await self.buffer.wait_empty()
         calls: list[Call] = [("idle", self.keys.queue(q).prefix, []) for q in self.queues]
@@ -251,7 +211,7 @@ class Worker:
     async def _runner(self, receive: MemoryObjectReceiveStream[ClaimedJob]) -> None:
         async with receive:
             async for job in receive:
-                running = self.running[job.job_id]
+                running = self.running[job.key]
                 if self.stopping and running.cancel_reason is None:
                     op = Op("handback", job)
                 else:
@@ -264,6 +224,6 @@ class Worker:
                         self.settings.payload_cap_bytes,
                     )
                 self.buffer.add(op)
-                self.running.pop(job.job_id, None)
+                self.running.pop(job.key, None)
                 self.free += 1
                 self._slot_freed.set()

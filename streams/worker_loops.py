@@ -60,18 +60,20 @@ class Loops:
         w = self.w
         calls: list[Call] = []
         for q in w.queues:
-            ids = [j for j, r in w.running.items() if r.job.queue == q]
+            ids = [r.job.job_id for r in w.running.values() if r.job.queue == q]
             calls.append(("heartbeat", w.keys.queue(q).prefix, [w.name, self.ttl_ms, *ids]))
-        for res in await w.scripts.batch(calls):
+        for q, res in zip(w.queues, await w.scripts.batch(calls)):
             for job_id in res:
-                self.cancel(job_id.decode())
+                self.cancel(job_id.decode(), q)
         self.last_beat = time.monotonic()
 
-    def cancel(self, job_id: str) -> None:
-        running = self.w.running.get(job_id)
-        if running is not None:
-            log.info("cancelling running job %s", job_id)
-            running.cancel("operator")
+    def cancel(self, job_id: str, queue: str | None = None) -> None:
+        """Cancel the running attempt(s) of ``job_id`` (on ``queue``, when known)."""
+        for running in list(self.w.running.values()):
+            job = running.job
+            if job.job_id == job_id and (queue is None or job.queue == queue):
+                log.info("cancelling running job %s", job_id)
+                running.cancel("operator")
 
     async def reap_once(self) -> int:
         """Reclaim jobs of dead workers / past their hard timeout; returns how many."""
@@ -88,10 +90,10 @@ class Loops:
         w = self.w
         calls: list[Call] = [("promote", w.keys.queue(q).prefix, [1000]) for q in w.queues]
         results = await w.scripts.batch(calls)
-        now_ms = time.time() * 1000
-        waits = [(int(nxt) - now_ms) / 1000 for _, nxt in results if int(nxt) >= 0]
-        if any(int(n) >= 1000 for n, _ in results):
+        if any(int(n) >= 1000 for n, _, _ in results):
             return 0.0
+        # waits from the server's clock (promote returns it): no trust in the local one
+        waits = [(int(nxt) - int(now)) / 1000 for _, nxt, now in results if int(nxt) >= 0]
         return min([1.0, *waits])
 
     async def _promoter(self) -> None:
@@ -111,9 +113,10 @@ class Loops:
                     async for msg in ps.listen():
                         if msg.get("type") != "message":
                             continue
-                        parts = msg["data"].decode().split(" ")
-                        if len(parts) == 3 and parts[0] == "cancel":
-                            self.cancel(parts[2])
+                        kind, _, rest = msg["data"].decode().partition(" ")
+                        queue, _, job_id = rest.partition(" ")
+                        if kind == "cancel" and job_id:
+                            self.cancel(job_id, queue)
             except _REDIS_DOWN as exc:
                 log.warning("control: redis unavailable (%s)", type(exc).__name__)
                 await anyio.sleep(1.0)

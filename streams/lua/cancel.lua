@@ -16,6 +16,5 @@ if h.state == 'running' or h.state == 'cancel' then
 end
 if h.state == 'queued' and h.entry then ack(h.prio, h.entry) end
 redis.call('ZREM', P .. ':delayed', id)
-bury(id, 'canceled', dead_ttl)
-emit('job.canceled', id, h.kind, h.attempt, '"by":' .. q(by) .. ',"reason":' .. q(reason))
+cancel_now(id, h, by, reason, dead_ttl)
 return 'canceled'

@@ -7,13 +7,16 @@
 -- bound is served first).
 -- Per entry: a queued job becomes running (job.started appended); a canceled or
 -- stale entry is acked and deleted; an unreadable entry goes to the deadletter
--- stream. A `job` field is a foreign producer's job.queued JSON: the job is created
--- (job.queued appended) and started.
--- Returns a flat array, 9 per started job:
---   entry_id, priority, job_id, kind, payload, attempt, max_attempts, timeout_s, enqueued_ms
+-- stream. A `job` field is a foreign producer's job.queued JSON: it is returned for
+-- the worker to validate and adopt (adopt.lua), not started.
+-- A job already running on this consumer for this entry (a retried claim whose
+-- reply was lost) is handed out again without a second job.started.
+-- Returns {jobs, foreign}: jobs is a flat array, 9 per started job:
+--   entry_id, priority, job_id, kind, payload, attempt, max_attempts, timeout_s, enqueued_ms;
+-- foreign a flat array, 3 per foreign entry: priority, entry_id, raw JSON.
 local consumer, count = ARGV[2], tonumber(ARGV[3])
 local aging = {medium = tonumber(ARGV[4]), low = tonumber(ARGV[5])}
-local out = {}
+local out, foreign = {}, {}
 
 local function deadletter(prio, entry, field, value, err)
   redis.call('XADD', P .. ':deadletter', '*', 'stream', kready(prio), 'entry', entry,
@@ -21,41 +24,20 @@ local function deadletter(prio, entry, field, value, err)
   ack(prio, entry)
 end
 
-local function adopt(prio, entry, raw)
-  local ok, j = pcall(cjson.decode, raw)
-  if not ok or type(j) ~= 'table' then return nil, 'job is not valid JSON' end
-  if j.type ~= 'job.queued' then return nil, 'job.type must be "job.queued"' end
-  if type(j.job_id) ~= 'string' or j.job_id == '' or type(j.kind) ~= 'string' then
-    return nil, 'job_id and kind must be non-empty strings'
-  end
-  if redis.call('EXISTS', kjob(j.job_id)) == 1 then return false, nil end
-  local payload = '{}'
-  if j.payload ~= nil then payload = cjson.encode(j.payload) end
-  local maxa = tonumber(j.max_attempts) or 3
-  local h = {kind = j.kind, prio = prio, maxa = num(maxa), timeout = tostring(tonumber(j.timeout_s) or 300),
-    dk = '', payload = payload}
-  redis.call('HSET', kjob(j.job_id), 'kind', j.kind, 'payload', payload, 'prio', prio,
-    'maxa', h.maxa, 'maxa0', h.maxa, 'timeout', h.timeout, 'dk', '', 'attempt', 1,
-    'enq', NOW, 'why', 'enqueue', 'state', 'queued', 'entry', entry)
-  emit('job.queued', j.job_id, j.kind, 1, queued_body(h, NOW, 'enqueue'))
-  return j.job_id, nil
-end
-
 local function start(prio, entry, field, value)
-  local id = value
-  if field == 'job' then
-    local adopted, err = adopt(prio, entry, value)
-    if adopted == nil then return deadletter(prio, entry, field, value, err) end
-    if adopted == false then return ack(prio, entry) end
-    id = adopted
+  if field == 'job' then  -- a foreign producer's job: the worker validates it, then adopts it
+    for _, v in ipairs({prio, entry, value}) do foreign[#foreign + 1] = v end
+    return
   elseif field ~= 'id' then
     return deadletter(prio, entry, field, value, 'entry has neither an id nor a job field')
   end
+  local id = value
   local h = load(id)
   if not h then return deadletter(prio, entry, field, value, 'no such job: ' .. id) end
-  local again = h.state == 'running' and h.worker == consumer and h.entry == entry
+  -- again: a retried claim whose first reply was lost hands the job out once more
+  local again = (h.state == 'running' or h.state == 'cancel') and h.worker == consumer
+    and h.entry == entry
   if not again then
-    -- (again: a retried claim whose first reply was lost; hand the job out once more)
     if h.state ~= 'queued' or h.entry ~= entry then return ack(prio, entry) end
     redis.call('HSET', kjob(id), 'state', 'running', 'worker', consumer, 'started', NOW)
     emit('job.started', id, h.kind, h.attempt, '"worker":' .. q(consumer))
@@ -100,7 +82,7 @@ end
 
 if #ARGV > 5 then
   for i = 6, #ARGV, 4 do start(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
-  return out
+  return {out, foreign}
 end
 
 local order = {'high', 'medium', 'low'}
@@ -116,4 +98,4 @@ for _, prio in ipairs(order) do
   if taken >= count then break end
   taken = taken + read(prio, count - taken)
 end
-return out
+return {out, foreign}

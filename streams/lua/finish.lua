@@ -1,6 +1,6 @@
 -- finish: record what a worker's jobs did since its last flush (complete, fail/retry,
 -- progress, canceled, handback), fenced.
--- KEYS[1] queue prefix. ARGV: now_ms, consumer, dead_ttl_s, ops: a JSON array of
+-- KEYS[1] queue prefix. ARGV: now_ms, consumer, dead_ttl_s, ops, dedup_ttl_s; ops is a JSON array of
 --   [op, job_id, entry_id, priority, attempt, a1, a2, a3, a4] (one argument, so a batch
 --   costs the client one string to pack, not nine per op)
 --   complete:  a1 result JSON, a2 duration_ms
@@ -10,8 +10,10 @@
 --   handback:  (none) the job goes back to its ready stream, same attempt
 -- Fence: an op applies only while the job is running (or being canceled) on THIS
 -- consumer, for THIS entry and attempt; a worker whose lease was taken over writes
--- nothing. Returns one integer per op: 1 applied, 0 fenced.
-local consumer, dead_ttl = ARGV[2], tonumber(ARGV[3])
+-- nothing. A job an operator asked to cancel ends canceled when its attempt fails or
+-- is handed back (the operator was told "cancelling"); a completion still completes.
+-- Returns one integer per op: 1 applied, 0 fenced.
+local consumer, dead_ttl, dedup_ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 local out = {}
 
 local function retry(id, h, delay)
@@ -39,18 +41,19 @@ local function apply(op, id, h, a1, a2, a3, a4)
   if op == 'complete' then
     redis.call('DEL', kjob(id))
     redis.call('SREM', P .. ':cancel', id)
+    if h.xid == '1' then redis.call('SET', P .. ':done:' .. id, '1', 'EX', dedup_ttl) end
     emit('job.completed', id, h.kind, h.attempt, '"result":' .. a1 .. ',"duration_ms":' .. a2)
+  elseif op == 'canceled' or (h.state == 'cancel' and (op == 'fail' or op == 'handback')) then
+    local reason = a2
+    if op ~= 'canceled' then a1, reason = 'operator', 'canceled while running' end
+    cancel_now(id, h, a1, reason, dead_ttl)
   elseif op == 'fail' then
     local delay = tonumber(a4)
-    local again = delay >= 0 and h.attempt < tonumber(h.maxa) and h.state ~= 'cancel'
+    local again = delay >= 0 and h.attempt < tonumber(h.maxa)
     emit('job.failed', id, h.kind, h.attempt, failed_body(a1, a2, again, a3))
     if again then retry(id, h, delay) else bury(id, 'dead', dead_ttl) end
-  elseif op == 'canceled' then
-    bury(id, 'canceled', dead_ttl)
-    emit('job.canceled', id, h.kind, h.attempt, '"by":' .. q(a1) .. ',"reason":' .. q(a2))
   elseif op == 'handback' then
     make_ready(id, h.prio)
-    redis.call('SREM', P .. ':cancel', id)
     emit('job.queued', id, h.kind, h.attempt, queued_body(h, NOW, 'handback'))
   end
 end

@@ -50,7 +50,7 @@ local function ack(prio, entry)
 end
 
 local JOB_FIELDS = {'state', 'kind', 'payload', 'prio', 'maxa', 'maxa0', 'timeout', 'dk',
-  'attempt', 'entry', 'worker', 'started', 'enq', 'why'}
+  'attempt', 'entry', 'worker', 'started', 'enq', 'why', 'xid'}
 local function load(id)
   local v = redis.call('HMGET', kjob(id), unpack(JOB_FIELDS))
   if not v[1] then return nil end
@@ -72,4 +72,35 @@ end
 local function failed_body(etype, msg, will_retry, duration)
   return '"error_type":' .. q(etype) .. ',"message":' .. q(msg) .. ',"will_retry":'
     .. (will_retry and 'true' or 'false') .. ',"duration_ms":' .. duration
+end
+
+-- Create one job unless it exists: an explicit id (xid '1') stays taken after the job
+-- completed (done marker, dedup TTL), a dedup key while its key lives. Returns the
+-- existing job's id, or nil when the job was created.
+local function enqueue_one(id, kind, prio, run_at, maxa, timeout, dk, payload, xid, dedup_ttl)
+  local existing = false
+  if dk ~= '' then existing = redis.call('GET', P .. ':dedup:' .. dk) end
+  if not existing and (redis.call('EXISTS', kjob(id)) == 1
+      or redis.call('EXISTS', P .. ':done:' .. id) == 1) then
+    existing = id
+  end
+  if existing then return existing end
+  local h = {kind = kind, prio = prio, maxa = maxa, timeout = timeout, dk = dk, payload = payload}
+  redis.call('HSET', kjob(id), 'kind', kind, 'payload', payload, 'prio', prio, 'maxa', maxa,
+    'maxa0', maxa, 'timeout', timeout, 'dk', dk, 'attempt', 1, 'enq', NOW, 'why', 'enqueue',
+    'xid', xid)
+  if dk ~= '' then redis.call('SET', P .. ':dedup:' .. dk, id, 'EX', dedup_ttl) end
+  emit('job.queued', id, kind, 1, queued_body(h, run_at, 'enqueue'))
+  if run_at > NOW then
+    redis.call('HSET', kjob(id), 'state', 'scheduled', 'run_at', run_at)
+    redis.call('ZADD', P .. ':delayed', run_at, id)
+  else
+    make_ready(id, prio)
+  end
+  return nil
+end
+
+local function cancel_now(id, h, by, reason, dead_ttl)
+  bury(id, 'canceled', dead_ttl)
+  emit('job.canceled', id, h.kind, h.attempt, '"by":' .. q(by) .. ',"reason":' .. q(reason))
 end

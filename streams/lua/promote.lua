@@ -2,7 +2,8 @@
 -- KEYS[1] queue prefix. ARGV: now_ms, limit.
 -- Each due job is removed from the delayed set once (ZREM decides, so several
 -- promoters never promote a job twice) and gets a job.queued event.
--- Returns {promoted_count, next_due_ms or -1}.
+-- Returns {promoted_count, next_due_ms or -1, now_ms} (now_ms: the server's clock, so
+-- callers compute waits without trusting their own).
 local due = redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[2]))
 local n = 0
 for _, id in ipairs(due) do
@@ -16,5 +17,5 @@ for _, id in ipairs(due) do
   end
 end
 local nxt = redis.call('ZRANGE', P .. ':delayed', 0, 0, 'WITHSCORES')
-if #nxt == 0 then return {n, -1} end
-return {n, tonumber(nxt[2])}
+if #nxt == 0 then return {n, -1, NOW} end
+return {n, tonumber(nxt[2]), NOW}

@@ -25,6 +25,14 @@ local function take(prio, entry, consumer)
     id = ok and type(j) == 'table' and type(j.job_id) == 'string' and j.job_id or nil
   end
   local h = id and load(id)
+  if not h and f and f[1] == 'job' then
+    -- a foreign job delivered to a consumer that died before adopting it
+    if alive(consumer) then return end
+    redis.call('XADD', kready(prio), '*', 'job', f[2])
+    ack(prio, entry)
+    n = n + 1
+    return
+  end
   if h and h.state == 'queued' and h.entry == entry then
     -- delivered to a consumer that died before starting it: deliver it afresh
     if alive(consumer) then return end
@@ -41,11 +49,7 @@ local function take(prio, entry, consumer)
   if alive(consumer) and not overdue then return end
   ack(prio, entry)
   n = n + 1
-  if h.state == 'cancel' then
-    bury(id, 'canceled', dead_ttl)
-    emit('job.canceled', id, h.kind, h.attempt, '"by":"reaper","reason":"worker lost while canceling"')
-    return
-  end
+  if h.state == 'cancel' then return cancel_now(id, h, 'reaper', 'worker lost while canceling', dead_ttl) end
   local etype, msg = 'WorkerLost', 'worker ' .. consumer .. ' stopped heartbeating'
   if alive(consumer) then etype, msg = 'HardTimeout', 'ran past its timeout on ' .. consumer end
   local again = h.attempt < tonumber(h.maxa)
@@ -60,10 +64,17 @@ local function take(prio, entry, consumer)
   end
 end
 
+-- page through each pending list (at most 10 pages a call), so entries of live
+-- workers' long jobs at its head never hide a dead worker's entries behind them
 for _, prio in ipairs({'high', 'medium', 'low'}) do
-  local ok, rows = pcall(redis.call, 'XPENDING', kready(prio), GROUP, 'IDLE', min_idle, '-', '+', count)
-  if ok then
+  local start = '-'
+  for _ = 1, 10 do
+    local ok, rows = pcall(redis.call, 'XPENDING', kready(prio), GROUP, 'IDLE', min_idle, start,
+      '+', count)
+    if not ok then break end
     for _, r in ipairs(rows) do take(prio, r[1], r[2]) end
+    if #rows < tonumber(count) then break end
+    start = '(' .. rows[#rows][1]
   end
 end
 

@@ -20,12 +20,20 @@ from streams.events import (
     JobStarted,
 )
 from streams.keys import Keys
-from streams.registry import Backoff
+from streams.registry import Backoff, Handler, Registry
 from streams.scripts import Scripts
 from streams.settings import Settings
 from tests.streams.helpers import events_of, fast_registry, run_burst, tags
 
 pytestmark = pytest.mark.anyio
+
+
+class BigIntPayload(msgspec.Struct):
+    """A payload with what Redis's cjson would mangle: a 64-bit int and an empty list."""
+
+    id: int
+    tags: list[str]
+    y: float
 
 
 async def test_burst_runs_every_demo_kind(settings: Settings, redis: aioredis.Redis) -> None:
@@ -122,10 +130,10 @@ async def test_aging_serves_old_low_work_first(settings: Settings, redis: aiored
         now = int(time.time() * 1000)
         # not old yet: high first
         fresh = await scripts.call("claim", prefix, ["w1", 1, 60_000, 60_000], now_ms=now)
-        assert fresh[2] != low.encode()
+        assert fresh[0][2] != low.encode()
         # the low entry has waited past its bound (a test clock 61 s ahead): it goes first
         aged = await scripts.call("claim", prefix, ["w1", 1, 60_000, 60_000], now_ms=now + 61_000)
-        assert aged[2] == low.encode()
+        assert aged[0][2] == low.encode()
 
 
 async def test_poison_entries_are_dead_lettered(settings: Settings, redis: aioredis.Redis) -> None:
@@ -142,8 +150,7 @@ async def test_poison_entries_are_dead_lettered(settings: Settings, redis: aiore
             "attempt": 1, "payload": {"x": "y" * (settings.payload_cap_bytes + 1)}}  # fmt: skip
     await redis.xadd(qk.ready("low"), {"job": msgspec.json.encode(huge)})
     await run_burst(settings, demo_registry())
-    last = (await events_of(redis, settings, job_id="huge"))[-1]
-    assert isinstance(last, JobFailed) and last.error_type == "PayloadTooLarge"
+    assert await events_of(redis, settings, job_id="huge") == []  # refused at the door
     last = (await events_of(redis, settings, job_id=bad_payload))[-1]
     assert isinstance(last, JobFailed) and last.error_type == "PayloadDecodeError"
     assert "$.seconds" in last.message and not last.will_retry
@@ -153,10 +160,15 @@ async def test_poison_entries_are_dead_lettered(settings: Settings, redis: aiore
     letters: Any = await redis.xrange(qk.deadletter)
     errors = sorted(f[b"error"].decode() for _, f in letters)
     assert errors == [
+        "JSON is malformed: object keys must be strings (byte 1)",
         "entry has neither an id nor a job field",
-        "job is not valid JSON",
         "no such job: no-such-job",
+        f"payload of 'demo.noop' is {len(msgspec.json.encode(huge['payload']))} bytes, "
+        f"over the cap of {settings.payload_cap_bytes}",
     ]
+    assert ("huge" in letters[-1][1][b"raw"].decode()) or any(
+        b"huge" in f[b"raw"] for _, f in letters
+    )
 
 
 async def test_foreign_producer_xadds_a_job(settings: Settings, redis: aioredis.Redis) -> None:
@@ -196,5 +208,32 @@ async def test_a_retried_claim_is_idempotent(settings: Settings, redis: aioredis
     scripts = Scripts(redis)
     first = await scripts.call("claim", qk.prefix, args)
     second = await scripts.call("claim", qk.prefix, args)
-    assert first == second and first[2] == job_id.encode()
+    assert first == second and first[0][2] == job_id.encode()
     assert tags(await events_of(redis, settings, job_id=job_id)) == ["job.queued", "job.started"]
+
+
+async def test_foreign_jobs_keep_their_payload_bytes_and_are_validated(
+    settings: Settings, redis: aioredis.Redis
+) -> None:
+    qk = Keys(settings.namespace).queue("default")
+    await redis.sadd(Keys(settings.namespace).queues, "default")
+    payload = b'{"id":1234567890123456789,"tags":[],"y":0.1}'
+    good = b'{"type":"job.queued","job_id":"f-1","kind":"demo.noop","payload":' + payload + b"}"
+    bad = b'{"type":"job.queued","job_id":"f-2","kind":"demo.noop","timeout_s":1e999}'
+    await redis.xadd(qk.ready("medium"), {"job": good})
+    await redis.xadd(qk.ready("medium"), {"job": bad})
+    async with Client(settings) as c:
+        await c.ensure_groups(["default"])
+    seen: list[BigIntPayload] = []
+
+    async def record(ctx: Any, p: BigIntPayload) -> None:
+        seen.append(p)
+
+    reg = Registry([Handler("demo.noop", BigIntPayload, record)])
+    await run_burst(settings, reg)
+    queued = (await events_of(redis, settings, job_id="f-1"))[0]
+    assert isinstance(queued, JobQueued) and bytes(queued.payload) == payload
+    assert seen == [BigIntPayload(id=1234567890123456789, tags=[], y=0.1)]
+    assert await events_of(redis, settings, job_id="f-2") == []
+    letters: Any = await redis.xrange(qk.deadletter)
+    assert len(letters) == 1 and "timeout_s" in letters[0][1][b"error"].decode()
