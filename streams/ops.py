@@ -139,6 +139,7 @@ class OpBuffer:
     async def flush_forever(self) -> None:
         while True:
             await self._wake.wait()
+            await anyio.sleep(0)  # let the other runners that are finishing join this flush
             self._wake = anyio.Event()
             await self.flush()
 

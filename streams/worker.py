@@ -132,7 +132,10 @@ class Worker:
                     self.ready.set()
                     await self._reader(send)
                     await self._drain(work)
-                await self.buffer.wait_empty()
+                with anyio.move_on_after(max(5.0, self.settings.heartbeat_ttl_s)) as flushing:
+                    await self.buffer.wait_empty()
+                if flushing.cancelled_caught:  # Redis down: the reaper will reclaim them
+                    log.error("stopping with %d outcomes unwritten", len(self.buffer.keys()))
                 tg.cancel_scope.cancel()
         finally:
             if server is not None:
