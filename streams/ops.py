@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import redis.asyncio as aioredis
 
@@ -139,7 +140,7 @@ class OpBuffer:
     async def flush_forever(self) -> None:
         while True:
             await self._wake.wait()
-            await anyio.sleep(0)  # let the other runners that are finishing join this flush
+            await anyio.lowlevel.checkpoint()  # runners finishing now join this flush
             self._wake = anyio.Event()
             await self.flush()
 
