@@ -99,6 +99,7 @@ class Projector:
         self._dirty: set[str] = set()
         self._drained = False  # the last read was of new entries (">") and found none
         self._prefetched: list[Entry] = []  # read while the previous batch was committing
+        self._until_caught_up = False
         self._next_refresh = self._next_claim = self._next_trim = 0.0
         self._last_ok = time.monotonic()
         self._backoff = _Backoff(config.backoff_max_s)
@@ -198,7 +199,9 @@ class Projector:
     async def _read(self) -> list[Entry]:
         own = {q: i for q, i in self._ids.items() if i == "0"}
         if not own:
-            entries = await self.io.read(self._ids, self.config.batch_size, self.config.block_ms)
+            # until caught up, an empty read means done: no point blocking on it
+            block = None if self._until_caught_up else self.config.block_ms
+            entries = await self.io.read(self._ids, self.config.batch_size, block)
             self._drained = not entries
             return entries
         self._drained = False
@@ -273,9 +276,12 @@ class Projector:
     async def _loop(self, stop: anyio.Event, until_caught_up: bool) -> None:
         while not stop.is_set():
             n = await self._guarded_step()
-            if n == 0 and until_caught_up and await self.caught_up():
-                await self.trim()
-                return
+            if n == 0 and until_caught_up:
+                if await self.caught_up():
+                    await self.trim()
+                    return
+                if self._drained:  # the rest is pending on another consumer: give it time
+                    await anyio.sleep(self.config.block_ms / 1000)
 
     async def _gauge_loop(self, stop: anyio.Event) -> None:
         while not stop.is_set():
@@ -301,5 +307,6 @@ class Projector:
             log.info("metrics on :%d/metrics", self.server.port)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._gauge_loop, stop, name="projector-gauges")
+            self._until_caught_up = until_caught_up
             await self._loop(stop, until_caught_up)
             tg.cancel_scope.cancel()

@@ -80,7 +80,8 @@ end
 local function enqueue_one(id, kind, prio, run_at, maxa, timeout, dk, payload, xid, dedup_ttl)
   local existing = false
   if dk ~= '' then existing = redis.call('GET', P .. ':dedup:' .. dk) end
-  if not existing and (redis.call('EXISTS', kjob(id)) == 1
+  -- a generated id (xid '0') is a fresh uuid4: only an explicit one can already exist
+  if not existing and xid == '1' and (redis.call('EXISTS', kjob(id)) == 1
       or redis.call('EXISTS', P .. ':done:' .. id) == 1) then
     existing = id
   end
