@@ -19,8 +19,8 @@ Owns:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -36,6 +36,7 @@ from streams.settings import Settings
 log = logging.getLogger("jobstream.worker")
 BLOCK_MS = 500
 REDIS_DOWN = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+T = TypeVar("T")
 Delivered = tuple[str, str, bytes, bytes, bytes]  # queue, priority, entry id, field, value
 
 
@@ -103,16 +104,9 @@ class Claimer:
         streams: dict[Any, Any] = {
             s: ">" for q in self.queues for s in self.keys.queue(q).ready_all
         }
-        try:
-            resp: Any = await self.blocking.xreadgroup(
-                READY_GROUP, self.consumer, streams, count=1, block=BLOCK_MS
-            )
-        except REDIS_DOWN as exc:
-            await self._down(exc)
-            return []
-        except aioredis.ResponseError as exc:
-            await self._refused(exc)
-            return []
+        resp: Any = await self._guarded(
+            self.blocking.xreadgroup(READY_GROUP, self.consumer, streams, count=1, block=BLOCK_MS)
+        )
         for stream, entries in resp or []:
             queue, prio = _queue_of(stream.decode())
             for entry_id, fields in entries:
@@ -123,39 +117,37 @@ class Claimer:
     async def release(self) -> None:
         """Put the unstarted backlog back on the ready streams (on stop)."""
         backlog, self.backlog = self.backlog, []
-        by_queue: dict[str, list[Any]] = {}
-        for queue, prio, entry, field, value in backlog:
-            by_queue.setdefault(queue, []).extend([prio, entry, field, value])
-        calls: list[Call] = [
-            ("release", self.keys.queue(q).prefix, [self.consumer, *flat])
-            for q, flat in by_queue.items()
-        ]
         try:
-            await self.scripts.batch(calls)
+            await self.scripts.batch(self._per_queue("release", [self.consumer], backlog))
         except (*REDIS_DOWN, aioredis.ResponseError) as exc:
             log.warning("could not release %d entries (%s); the reaper will", len(backlog), exc)
 
-    async def _claim_given(self, given: list[Delivered]) -> list[ClaimedJob]:
+    def _per_queue(self, script: str, head: list[Any], delivered: list[Delivered]) -> list[Call]:
+        """One call of ``script`` per queue with its entries (priority, id, field, value)."""
         by_queue: dict[str, list[Any]] = {}
-        for queue, prio, entry, field, value in given:
+        for queue, prio, entry, field, value in delivered:
             by_queue.setdefault(queue, []).extend([prio, entry, field, value])
-        calls: list[Call] = [
-            ("claim", self.keys.queue(q).prefix, [self.consumer, 0, 0, 0, *flat])
-            for q, flat in by_queue.items()
-        ]
-        jobs = await self._run(calls)
+        return [(script, self.keys.queue(q).prefix, [*head, *f]) for q, f in by_queue.items()]
+
+    async def _guarded(self, call: Awaitable[T]) -> T | None:
+        """Await ``call``; on a Redis outage or refusal, back off and return None."""
+        try:
+            return await call
+        except REDIS_DOWN as exc:
+            await self._down(exc)
+        except aioredis.ResponseError as exc:
+            await self._refused(exc)
+        return None
+
+    async def _claim_given(self, given: list[Delivered]) -> list[ClaimedJob]:
+        jobs = await self._run(self._per_queue("claim", [self.consumer, 0, 0, 0], given))
         if self._recover:  # not claimed: the recovery re-reads them from the PEL
             self.backlog = []
         return jobs
 
     async def _run(self, calls: list[Call]) -> list[ClaimedJob]:
-        try:
-            results = await self.scripts.batch(calls)
-        except REDIS_DOWN as exc:
-            await self._down(exc)
-            return []
-        except aioredis.ResponseError as exc:
-            await self._refused(exc)
+        results = await self._guarded(self.scripts.batch(calls))
+        if results is None:
             return []
         self._delay = 0.05
         jobs: list[ClaimedJob] = []
@@ -201,12 +193,10 @@ class Claimer:
         streams: dict[Any, Any] = {
             s: "0" for q in self.queues for s in self.keys.queue(q).ready_all
         }
-        try:
-            resp: Any = await self.client.redis.xreadgroup(
-                READY_GROUP, self.consumer, streams, count=10_000
-            )
-        except REDIS_DOWN as exc:
-            await self._down(exc)
+        resp: Any = await self._guarded(
+            self.client.redis.xreadgroup(READY_GROUP, self.consumer, streams, count=10_000)
+        )
+        if resp is None:
             return
         known = self._known()
         queued = {(q, p, e.decode()) for q, p, e, _, _ in self.backlog}
