@@ -183,37 +183,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
     st = _with_conn(args, lambda c: queries.stats(c, window_s=args.window))
     if args.json:
         _print_json(st)
-        return 0
+    else:
+        print_stats(st)
+    return 0
+
+
+_KIND_STATS = ("completed", "failed", "wait_p50_s", "wait_p95_s", "wait_p99_s",
+               "run_p50_s", "run_p95_s", "run_p99_s")  # fmt: skip
+
+
+def print_stats(st: queries.Stats) -> None:
+    """Counts by status, then per-kind wait/run percentiles, as tables."""
     print_table(["status", "jobs"], sorted(st.by_status.items()))
     print()
     print_table(
-        [
-            "kind",
-            "completed",
-            "failed",
-            "wait_p50_s",
-            "wait_p95_s",
-            "wait_p99_s",
-            "run_p50_s",
-            "run_p95_s",
-            "run_p99_s",
-        ],
-        [
-            (
-                k.kind,
-                k.completed,
-                k.failed,
-                k.wait_p50_s,
-                k.wait_p95_s,
-                k.wait_p99_s,
-                k.run_p50_s,
-                k.run_p95_s,
-                k.run_p99_s,
-            )
-            for k in st.kinds
-        ],
+        ["kind", *_KIND_STATS],
+        [(k.kind, *(getattr(k, f) for f in _KIND_STATS)) for k in st.kinds],
     )
-    return 0
 
 
 # -- registration ---------------------------------------------------------------

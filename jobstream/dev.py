@@ -22,6 +22,7 @@ import msgspec
 
 import handlers
 from handlers.schedules import SCHEDULES
+from jobstream.cli_projections import print_stats
 from jobstream.embedded import ensure_postgres, ensure_redis
 from projections import db, queries
 from projections.projector import Projector, ProjectorConfig
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--demo-jobs", type=int, default=1000, help="demo.noop jobs in the burst")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--metrics-port", type=int, default=9102, help="projector /metrics (0: off)")
+    p.add_argument("--json", action="store_true", help="print the burst's stats as JSON")
     p.set_defaults(func=cmd_dev)
 
 
@@ -77,7 +79,7 @@ async def _dev(settings: Settings, args: argparse.Namespace) -> None:
         tg.start_soon(lambda: projector.run(stop=stop), name="projector")
         signals_scope = anyio.CancelScope()
         tg.start_soon(_signals, stop, signals_scope, name="signals")
-        await _run_burst(settings, client, schema, args.demo_jobs)
+        await _run_burst(settings, client, schema, args.demo_jobs, args.json)
         if not args.once:
             await stop.wait()
         stop.set()
@@ -94,7 +96,9 @@ async def _signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
             return
 
 
-async def _run_burst(settings: Settings, client: Client, schema: str, n_noop: int) -> None:
+async def _run_burst(
+    settings: Settings, client: Client, schema: str, n_noop: int, as_json: bool
+) -> None:
     reqs = demo_burst(n_noop)
     t0 = time.perf_counter()
     ids = await client.enqueue_many(reqs)
@@ -112,6 +116,9 @@ async def _run_burst(settings: Settings, client: Client, schema: str, n_noop: in
             await anyio.sleep(0.2)
         log.info("demo burst done and projected in %.2fs", time.perf_counter() - t0)
         st = await queries.stats(conn, window_s=3600)
-        print(msgspec.json.format(msgspec.json.encode(st)).decode(), flush=True)
+        if as_json:
+            print(msgspec.json.encode(st).decode(), flush=True)
+        else:
+            print_stats(st)
     finally:
         await conn.close()

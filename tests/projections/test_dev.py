@@ -16,7 +16,7 @@ async def test_dev_once_runs_the_demo_burst_through_the_projection(
     env: dict[str, str], schema: str, pg: asyncpg.Connection
 ) -> None:
     cmd = [sys.executable, "-m", "jobstream.cli", "dev", "--once", "--demo-jobs", "50",
-           "--metrics-port", "0"]  # fmt: skip
+           "--metrics-port", "0", "--json"]  # fmt: skip
     proc = await anyio.run_process(cmd, env={**env, "JOBSTREAM_PG_SCHEMA": schema}, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     stats = json.loads(proc.stdout)
