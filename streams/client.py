@@ -11,7 +11,6 @@ idempotent; nothing secret (the Redis URL's password) is ever put in an error.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -27,6 +26,8 @@ from streams.scripts import Scripts
 from streams.settings import Settings
 
 CancelResult = Literal["canceled", "cancelling", "terminal", "missing"]
+MAX_DELAY_S = 10 * 365 * 24 * 3600
+MAX_RUN_AT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, what timestamptz holds
 _encode = msgspec.json.Encoder().encode
 
 
@@ -146,9 +147,11 @@ class Client:
         run_at = 0
         if req.run_at_ms is not None:
             run_at = int(req.run_at_ms)
+            if not 0 <= run_at <= MAX_RUN_AT_MS:
+                raise EnqueueError("run_at must be a time in ms between 1970 and 9999")
         elif req.delay_s:
-            if req.delay_s < 0 or not math.isfinite(req.delay_s):
-                raise EnqueueError("delay must be a non-negative number of seconds")
+            if not 0 <= req.delay_s <= MAX_DELAY_S:  # also refuses NaN and infinity
+                raise EnqueueError(f"delay must be 0-{MAX_DELAY_S} seconds (10 years)")
             run_at = -max(1, int(req.delay_s * 1000))
         dedup = req.dedup_key or ""
         if len(dedup) > 256 or (req.job_id is not None and not 0 < len(req.job_id) <= 256):

@@ -1,13 +1,15 @@
 """The scheduler: fires cron specs and promotes due delayed/retry jobs.
 
 Owns: the evaluation of :class:`~streams.cron.CronSpec` s against a clock (one
-step is :meth:`Scheduler.tick`, public so tests drive a simulated clock), the
+step is :meth:`Scheduler.tick`, public so tests drive a simulated clock; in
+production the clock is the Redis server's TIME, so replicas on hosts whose
+clocks disagree still agree on which ticks are due), the
 missed-run and overlap policies, the per-spec cursor in Redis, operator runs
 (:meth:`Scheduler.fire_now`) and the ``jobstream scheduler`` process loop.
 
 Redis keys (outside any queue hash tag: they are not per queue)::
 
-    ns:cron:last      ZSET  spec name -> last instant evaluated (ms, scheduler clock)
+    ns:cron:last      ZSET  spec name -> last instant evaluated (ms, Redis TIME)
     ns:cron:lastjob   HASH  spec name -> id of the spec's most recently fired job
 
 Invariants:
@@ -71,10 +73,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _ms(t: datetime) -> int:
     return math.floor(t.timestamp() * 1000)
 
@@ -125,7 +123,7 @@ class Scheduler:
         client: Client,
         specs: Sequence[CronSpec],
         *,
-        now: Callable[[], datetime] = utc_now,
+        now: Callable[[], datetime] | None = None,
         grace_s: float = 60.0,
         promote: bool = True,
     ) -> None:
@@ -142,11 +140,19 @@ class Scheduler:
         self._now = now
         self._stop = anyio.Event()
 
+    async def clock(self) -> datetime:
+        """Now: the injected clock (tests), else the Redis server's TIME (DESIGN §2), so
+        replicas on hosts with skewed clocks agree on which ticks are due."""
+        if self._now is not None:
+            return self._now()
+        secs, micros = await self.client.redis.time()
+        return datetime.fromtimestamp(int(secs) + int(micros) / 1e6, UTC)
+
     # -- one evaluation ---------------------------------------------------------
 
     async def tick(self, now: datetime | None = None) -> TickReport:
         """Evaluate every spec once at ``now`` (default: the clock); enqueue due ticks."""
-        now = now or self._now()
+        now = now or await self.clock()
         if now.tzinfo is None:
             raise ValueError("the scheduler clock must return an aware datetime")
         report = TickReport()
@@ -212,7 +218,7 @@ class Scheduler:
         spec = self.specs.get(name)
         if spec is None:
             raise CronError(f"no cron spec named {name!r}")
-        job_id = manual_id(name, self._now())
+        job_id = manual_id(name, await self.clock())
         [fired] = await self.client.enqueue_many([self._request(spec, job_id)])
         await self.client.redis.hset(self.keys.cron_lastjob, name, fired)
         return fired
@@ -302,13 +308,14 @@ class Scheduler:
             await anyio.sleep(delay_s)
 
     async def _cron_step(self) -> float:
-        now = self._now()
+        now = await self.clock()
         await self.tick(now)
         if not self.specs:
             return MAX_LOOP_SLEEP_S
         soonest = min(spec.next_fire(now) for spec in self.specs.values())
         # Wake at the next fire time if it is sooner than the regular interval.
-        return max(0.01, min(MAX_LOOP_SLEEP_S, (soonest - self._now()).total_seconds()))
+        wait_s = (soonest - await self.clock()).total_seconds()
+        return max(0.01, min(MAX_LOOP_SLEEP_S, wait_s))
 
     async def _promote_step(self) -> float:
         promoted = await self.promote()

@@ -221,3 +221,12 @@ async def test_specs_are_validated_at_start(settings: Settings) -> None:
         with pytest.raises(CronError, match="unique"):
             spec = CronSpec(name="x", cron="@daily", kind="demo.noop")
             Scheduler(c, [spec, spec])
+
+
+async def test_the_default_clock_is_redis_time(settings: Settings) -> None:
+    """Replicas on hosts with skewed clocks agree: the clock is the Redis server's."""
+    async with Client(settings) as client:
+        secs, micros = await client.redis.time()
+        now = await Scheduler(client, []).clock()
+    assert now.tzinfo is not None
+    assert abs(now.timestamp() - (int(secs) + int(micros) / 1e6)) < 5

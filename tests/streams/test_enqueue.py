@@ -67,6 +67,14 @@ async def test_refused_at_the_door(settings: Settings, redis: aioredis.Redis) ->
             await c.enqueue("demo.noop", {}, priority="urgent")
         with pytest.raises(ValueError, match="queue name"):
             await c.enqueue("demo.noop", {}, queue="a}b")
+        with pytest.raises(EnqueueError, match="delay must be"):
+            await c.enqueue("demo.noop", {}, delay_s=1e13)
+        with pytest.raises(EnqueueError, match="delay must be"):
+            await c.enqueue("demo.noop", {}, delay_s=float("nan"))
+        with pytest.raises(EnqueueError, match="run_at must be"):
+            await c.enqueue("demo.noop", {}, run_at_ms=10**16)
+        with pytest.raises(EnqueueError, match="max_attempts"):
+            await c.enqueue("demo.noop", {}, max_attempts=10**9)
     assert await events_of(redis, settings) == []
 
 
