@@ -1,7 +1,10 @@
 """Sub-commands of the projection layer.
 
 Owns: ``migrate``, ``projector``, ``projections rebuild|check|prune``,
-``jobs show|list`` and ``stats``. Human output is a table; ``--json`` prints
+``jobs show|list`` and ``stats``. ``jobs show ID [--queue Q]`` shows the job
+ID of queue Q, else the most recently enqueued job with that id (ids are
+unique per queue only). ``migrate`` and ``projector`` exit with 2 when the
+schema holds another namespace's projection. Human output is a table; ``--json`` prints
 machine-readable JSON (``jobs show``: one object with its ``events``, oldest
 first; ``jobs list``: a list of objects without events). Every command returns
 an exit code; nothing here holds state between commands.
@@ -81,7 +84,11 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = anyio.run(db.migrate_settings, _settings(), args.schema)
+    try:
+        applied = anyio.run(db.migrate_settings, _settings(), args.schema)
+    except db.NamespaceMismatch as exc:
+        print(f"jobstream migrate: {exc}", file=sys.stderr)
+        return 2
     print(f"schema {args.schema}: applied {', '.join(applied) or 'nothing (up to date)'}")
     return 0
 
@@ -110,7 +117,11 @@ def cmd_projector(args: argparse.Namespace) -> int:
             await projector.run(until_caught_up=args.until_caught_up, stop=stop)
             tg.cancel_scope.cancel()
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except db.NamespaceMismatch as exc:
+        print(f"jobstream projector: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -137,9 +148,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
-    job = _with_conn(args, lambda c: queries.get_job(c, args.job_id))
+    job = _with_conn(args, lambda c: queries.get_job(c, args.job_id, args.queue))
     if job is None:
-        print(f"job {args.job_id} not found", file=sys.stderr)
+        where = f" in queue {args.queue}" if args.queue else ""
+        print(f"job {args.job_id} not found{where}", file=sys.stderr)
         return 1
     if args.json:
         _print_json(job)
@@ -240,6 +252,7 @@ def _register_jobs(sub: argparse._SubParsersAction[Any], parent: Any) -> None:
     jobs = _group(sub, "jobs", "inspect jobs (from the projection)")
     show = jobs.add_parser("show", parents=[parent], help="one job and its event timeline")
     show.add_argument("job_id")
+    show.add_argument("--queue", help="the job's queue (default: the newest job of that id)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_jobs_show)
     ls = jobs.add_parser("list", parents=[parent], help="list jobs, newest first")

@@ -10,6 +10,10 @@ Invariants:
 - Migrations are applied in file-name order, each at most once (recorded in
   ``schema_migrations``), under an advisory lock so concurrent ``migrate`` runs
   are safe; every file is itself idempotent.
+- A schema serves ONE namespace (``job_events`` rows carry none): the first
+  ``migrate`` with settings (or projector start) records it in
+  ``projection_meta``; :func:`claim_namespace` raises
+  :class:`NamespaceMismatch` for any other namespace afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ _SCHEMA_RE: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MIGRATE_LOCK_KEY: Final = 0x6A6F6273  # "jobs": one advisory lock id for every migrate run
 
 Connection = asyncpg.Connection
+
+
+class NamespaceMismatch(Exception):
+    """The projection schema belongs to another namespace (JOBSTREAM_NAMESPACE)."""
 
 
 def validate_schema(schema: str) -> str:
@@ -64,8 +72,32 @@ def migration_files() -> list[tuple[str, str]]:
     return [(n.removesuffix(".sql"), folder.joinpath(n).read_text("utf-8")) for n in names]
 
 
-async def migrate(conn: Connection, schema: str) -> list[str]:
-    """Create ``schema`` if needed and apply pending migrations; return the versions applied."""
+async def claim_namespace(conn: Connection, namespace: str) -> None:
+    """Record ``namespace`` as the schema's (if none is); raise NamespaceMismatch if another is.
+
+    ``conn``'s search_path must be the projection schema, migrated.
+    """
+    await conn.execute(
+        "INSERT INTO projection_meta (key, value) VALUES ('namespace', $1) "
+        "ON CONFLICT (key) DO NOTHING",
+        namespace,
+    )
+    owner = await conn.fetchval("SELECT value FROM projection_meta WHERE key = 'namespace'")
+    if owner != namespace:
+        schema = await conn.fetchval("SELECT current_schema()")
+        raise NamespaceMismatch(
+            f"Postgres schema {schema!r} holds the projection of namespace {owner!r}, "
+            f"not {namespace!r}: set JOBSTREAM_NAMESPACE={owner} or use another schema "
+            "(JOBSTREAM_PG_SCHEMA / --schema)"
+        )
+
+
+async def migrate(conn: Connection, schema: str, namespace: str | None = None) -> list[str]:
+    """Create ``schema`` if needed and apply pending migrations; return the versions applied.
+
+    With ``namespace``, also claim the schema for it (see :func:`claim_namespace`);
+    on a mismatch nothing is applied.
+    """
     schema = validate_schema(schema)
     applied: list[str] = []
     async with conn.transaction():
@@ -83,13 +115,18 @@ async def migrate(conn: Connection, schema: str) -> list[str]:
             await conn.execute(sql)
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             applied.append(version)
+        if namespace is not None:
+            await claim_namespace(conn, namespace)
     return applied
 
 
 async def migrate_settings(settings: Settings, schema: str) -> list[str]:
-    """Open a connection, migrate ``schema``, close; return the versions applied."""
+    """Open a connection, migrate ``schema`` for ``settings.namespace``, close.
+
+    Returns the versions applied; raises :class:`NamespaceMismatch`.
+    """
     conn = await connect(settings, schema, app="jobstream-migrate")
     try:
-        return await migrate(conn, schema)
+        return await migrate(conn, schema, settings.namespace)
     finally:
         await conn.close()

@@ -1,7 +1,8 @@
 """Rebuild, check and prune of the projection.
 
-Owns: recomputing ``jobs`` from ``job_events`` (the same fold as the projector),
-comparing that with the incremental result, and retention.
+Owns: recomputing ``jobs`` from ``job_events`` (the same fold as the projector:
+:func:`projections.fold.project`, per (queue, job_id)), comparing that with the
+incremental result, and retention.
 
 Invariants:
 - Rebuild locks ``jobs`` (EXCLUSIVE) before reading history, so a concurrent
@@ -20,19 +21,21 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from projections.fold import JobKey, project
 from projections.rows import Position, upsert_states
 from streams.events import decode_event
-from streams.state import JobState, evolve
+from streams.state import JobState
 
 _HISTORY: Final = (
-    "SELECT job_id, data::text AS data, entry_ms, entry_seq FROM job_events "
+    "SELECT queue, job_id, data::text AS data, entry_ms, entry_seq FROM job_events "
     "ORDER BY job_id, queue, entry_ms, entry_seq"
 )
+_PAIRS: Final = "(queue, job_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 _FLUSH_JOBS: Final = 5000
 
 
 class CheckResult(msgspec.Struct, kw_only=True):
-    """Rebuild vs incremental: row counts and (up to 20) job ids that differ."""
+    """Rebuild vs incremental: row counts and (up to 20) jobs that differ, as ``queue/job_id``."""
 
     jobs: int
     rebuilt: int
@@ -46,19 +49,20 @@ class CheckResult(msgspec.Struct, kw_only=True):
 async def _fold_all(conn: asyncpg.Connection, table: str) -> int:
     """Fold every job's history into ``table``; return the number of jobs written."""
     batch: list[tuple[JobState, Position]] = []
-    job_id: str | None = None
+    key: JobKey | None = None
     state: JobState | None = None
     pos: Position = (0, 0)
     total = 0
     async for r in conn.cursor(_HISTORY, prefetch=5000):
-        if r["job_id"] != job_id:
+        if (r["queue"], r["job_id"]) != key:
             if state is not None:
                 batch.append((state, pos))
-            job_id, state = r["job_id"], None
+            key, state = (r["queue"], r["job_id"]), None
             if len(batch) >= _FLUSH_JOBS:
                 await upsert_states(conn, batch, table)
                 total, batch = total + len(batch), []
-        state, pos = evolve(state, decode_event(r["data"])), (r["entry_ms"], r["entry_seq"])
+        state = project(state, r["queue"], decode_event(r["data"]))
+        pos = (r["entry_ms"], r["entry_seq"])
     if state is not None:
         batch.append((state, pos))
     await upsert_states(conn, batch, table)
@@ -82,10 +86,11 @@ async def check(conn: asyncpg.Connection) -> CheckResult:
         rebuilt = await _fold_all(conn, "jobs_rebuilt")
         jobs = await conn.fetchval("SELECT count(*) FROM jobs")
         rows = await conn.fetch(
-            "SELECT DISTINCT job_id FROM ((TABLE jobs EXCEPT TABLE jobs_rebuilt) "
-            "UNION ALL (TABLE jobs_rebuilt EXCEPT TABLE jobs)) d ORDER BY job_id LIMIT 20"
+            "SELECT DISTINCT queue, job_id FROM ((TABLE jobs EXCEPT TABLE jobs_rebuilt) "
+            "UNION ALL (TABLE jobs_rebuilt EXCEPT TABLE jobs)) d ORDER BY job_id, queue LIMIT 20"
         )
-    return CheckResult(jobs=jobs, rebuilt=rebuilt, differing=[r["job_id"] for r in rows])
+    differing = [f"{r['queue']}/{r['job_id']}" for r in rows]
+    return CheckResult(jobs=jobs, rebuilt=rebuilt, differing=differing)
 
 
 class PruneResult(msgspec.Struct, kw_only=True):
@@ -99,21 +104,20 @@ async def prune(conn: asyncpg.Connection, older_than_s: float, batch: int = 5000
     out = PruneResult()
     while True:
         async with conn.transaction():
-            ids = [
-                r["job_id"]
-                for r in await conn.fetch(
-                    "SELECT job_id FROM jobs WHERE status IN ('completed', 'failed', 'canceled') "
-                    "AND finished_at < now() - $1 * interval '1 second' "
-                    "ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    older_than_s,
-                    batch,
-                )
-            ]
-            if ids:
-                ev = await conn.execute("DELETE FROM job_events WHERE job_id = ANY($1)", ids)
-                await conn.execute("DELETE FROM jobs WHERE job_id = ANY($1)", ids)
-                out.jobs, out.events = out.jobs + len(ids), out.events + int(ev.split()[-1])
-        if len(ids) < batch:
+            rows = await conn.fetch(
+                "SELECT queue, job_id FROM jobs "
+                "WHERE status IN ('completed', 'failed', 'canceled') "
+                "AND finished_at < now() - $1 * interval '1 second' "
+                "ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                older_than_s,
+                batch,
+            )
+            if rows:
+                keys = ([r["queue"] for r in rows], [r["job_id"] for r in rows])
+                ev = await conn.execute(f"DELETE FROM job_events WHERE {_PAIRS}", *keys)
+                await conn.execute(f"DELETE FROM jobs WHERE {_PAIRS}", *keys)
+                out.jobs, out.events = out.jobs + len(rows), out.events + int(ev.split()[-1])
+        if len(rows) < batch:
             break
     dl = await conn.execute(
         "DELETE FROM dead_letters WHERE received_at < now() - $1 * interval '1 second'",

@@ -11,7 +11,15 @@ Invariants:
   reading its own pending list at start, or another projector's XAUTOCLAIM)
   changes nothing already committed.
 - A batch is retried until it commits (Postgres down: back off, reconnect,
-  retry the same entries); it is never acknowledged before that.
+  retry the same entries); it is never acknowledged before that. A batch that
+  Postgres rejects as data (:data:`projections.store.DATA_ERRORS`: SQLSTATE
+  class 22/23) is not an outage: it is re-applied entry by entry
+  (:func:`projections.store.apply_each`), the rejected entries dead-lettered,
+  so one bad entry never wedges the projection.
+- Every Postgres connection first checks that the schema belongs to this
+  namespace (:func:`projections.db.claim_namespace`); :meth:`Projector.run`
+  checks it before projecting anything and raises
+  :class:`projections.db.NamespaceMismatch` if not.
 - Queues are rediscovered every ``queue_refresh_s``; after any Redis error the
   groups are re-ensured (recreated at id 0 if Redis lost them) and this
   consumer re-reads its own pending entries first.
@@ -39,7 +47,7 @@ from projections import db
 from projections.gauges import refresh_queue
 from projections.metrics import MetricsServer, ProjectorMetrics
 from projections.redis_io import DEFAULT_GROUP, StreamIO
-from projections.store import BatchResult, Entry, apply_batch
+from projections.store import DATA_ERRORS, BatchResult, Entry, apply_batch, apply_each
 from streams.settings import Settings
 
 log = logging.getLogger("jobstream.projector")
@@ -131,26 +139,62 @@ class Projector:
     async def _pg(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             app = f"jobstream-projector-{self.io.consumer}"
-            self._conn = await db.connect(self.settings, self.config.schema, app=app)
+            conn = await db.connect(self.settings, self.config.schema, app=app)
+            try:
+                await db.claim_namespace(conn, self.settings.namespace)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._conn = conn
         return self._conn
 
+    async def _connect_pg(self) -> None:
+        """Connect (checking the namespace), retrying while Postgres is unavailable."""
+        while True:
+            try:
+                await self._pg()
+                self._backoff.reset()
+                return
+            except PG_ERRORS as exc:
+                await self._pg_failed(exc)
+
+    async def _pg_failed(self, exc: BaseException) -> None:
+        log.warning("postgres unavailable (%s: %s); retrying", type(exc).__name__, exc)
+        self.metrics.errors.labels("postgres").inc()
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+        await self._backoff.wait()
+
     async def commit(self, entries: list[Entry]) -> BatchResult:
-        """Apply ``entries`` in one transaction, retrying (reconnecting) until it commits."""
+        """Apply ``entries`` in one transaction, retrying (reconnecting) until it commits.
+
+        Bad data is no outage: a batch failing with a data error is re-applied
+        entry by entry, dead-lettering what Postgres rejects.
+        """
         lock_prefix = f"{self.config.schema}:{self.settings.namespace}"
+        one_by_one = False
         while True:
             try:
                 conn = await self._pg()
-                with anyio.fail_after(60):
-                    result = await apply_batch(conn, entries, lock_prefix)
+                if one_by_one:
+                    with anyio.fail_after(60 + len(entries)):
+                        result = await apply_each(conn, entries, lock_prefix)
+                else:
+                    with anyio.fail_after(60):
+                        result = await apply_batch(conn, entries, lock_prefix)
                 self._backoff.reset()
                 return result
+            except DATA_ERRORS as exc:
+                if one_by_one:  # not an entry's fault (apply_each absorbs those): retry
+                    await self._pg_failed(exc)
+                    continue
+                log.warning("batch rejected as data (%s: %s); applying entry by entry",
+                            type(exc).__name__, exc)  # fmt: skip
+                self.metrics.errors.labels("data").inc()
+                one_by_one = True
             except PG_ERRORS as exc:
-                log.warning("postgres unavailable (%s: %s); retrying", type(exc).__name__, exc)
-                self.metrics.errors.labels("postgres").inc()
-                if self._conn is not None:
-                    self._conn.terminate()
-                    self._conn = None
-                await self._backoff.wait()
+                await self._pg_failed(exc)
 
     async def process(self, entries: list[Entry]) -> BatchResult:
         """Commit, then XACK, then count metrics; the whole per-batch protocol."""
@@ -300,6 +344,7 @@ class Projector:
     async def run(self, *, until_caught_up: bool = False, stop: anyio.Event | None = None) -> None:
         """Project until ``stop`` is set (or, with ``until_caught_up``, nothing is left)."""
         stop = stop or anyio.Event()
+        await self._connect_pg()  # NamespaceMismatch: refuse before projecting anything
         if self.config.metrics_port is not None and self.server is None:
             self.server = MetricsServer(
                 self.metrics.registry, self.config.metrics_port, self.healthy

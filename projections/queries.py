@@ -2,7 +2,10 @@
 
 Owns: job by id with its timeline, filtered job lists, failure summaries and
 wait/run-time percentiles. Read-only; every query is bounded (LIMIT or a time
-window) and served by an index of ``migrations/001_initial.sql``.
+window) and served by an index of ``migrations/``.
+
+A job is identified by (queue, job_id); :func:`get_job` given only an id answers
+the most recently enqueued job of that id (ids are unique per queue only).
 """
 
 from __future__ import annotations
@@ -96,19 +99,28 @@ def _job(r: asyncpg.Record) -> dict[str, Any]:
     return {k: r[k] for k in _JOB_COLUMNS.split(", ")}
 
 
-async def get_job(conn: asyncpg.Connection, job_id: str) -> JobDetail | None:
-    """The job ``job_id`` with its event timeline, or None."""
+async def get_job(
+    conn: asyncpg.Connection, job_id: str, queue: str | None = None
+) -> JobDetail | None:
+    """The job ``job_id`` (of ``queue``, else the most recently enqueued) with its timeline.
+
+    The timeline holds every event of (queue, job_id), earlier incarnations of a
+    reused id included (see :mod:`projections.fold`). None if there is no such job.
+    """
     row = await conn.fetchrow(
         f"SELECT {_JOB_COLUMNS}, payload::text AS payload, result::text AS result "
-        "FROM jobs WHERE job_id = $1",
+        "FROM jobs WHERE job_id = $1 AND ($2::text IS NULL OR queue = $2) "
+        "ORDER BY enqueued_at DESC NULLS LAST, updated_at DESC NULLS LAST, queue LIMIT 1",
         job_id,
+        queue,
     )
     if row is None:
         return None
     events = await conn.fetch(
         "SELECT type, at, attempt, entry_ms || '-' || entry_seq AS entry_id, data::text AS data "
-        "FROM job_events WHERE job_id = $1 ORDER BY queue, entry_ms, entry_seq",
+        "FROM job_events WHERE job_id = $1 AND queue = $2 ORDER BY entry_ms, entry_seq",
         job_id,
+        row["queue"],
     )
     return JobDetail(
         **_job(row),

@@ -1,8 +1,13 @@
 """The projector's Redis side: queue discovery, its consumer group, reads, claims, acks, trims.
 
 Owns: every Redis command the projector sends. Works on Redis 6.2 and 7.0
-(XAUTOCLAIM answers with 2 elements on 6.2 and 3 on 7.0; XINFO GROUPS lacks
-``lag``/``entries-read`` on 6.2).
+(XINFO GROUPS lacks ``lag``/``entries-read`` on 6.2). Deleted entries still
+pending differ: 6.2's XAUTOCLAIM claims them but answers nil (no id), 7.0's
+drops them from the pending list; 6.2's XREADGROUP of pending answers them
+with no fields, 7.0's with nil fields. So :meth:`StreamIO.claim` claims ids
+only (JUSTID) and reads the contents with XRANGE: an id without content is a
+deleted entry, returned ``deleted`` so that it is acknowledged, never left
+pending forever (which would block trimming).
 
 Invariants:
 - The group is created at id 0 with MKSTREAM, so a group recreated after a
@@ -89,13 +94,11 @@ class StreamIO:
     def _entries(self, queue: str, items: list[Any]) -> list[Entry]:
         out = []
         for item in items:
-            if item is None:
-                continue
             if isinstance(item, (bytes, str)):  # a bare id: the entry was deleted
                 out.append(Entry(queue, _s(item), None, deleted=True))
                 continue
             entry_id, fields = item[0], item[1]
-            if fields is None:
+            if not fields:  # deleted (XADD never writes an entry without fields)
                 out.append(Entry(queue, _s(entry_id), None, deleted=True))
             else:
                 out.append(Entry(queue, _s(entry_id), fields.get(b"e")))
@@ -118,19 +121,23 @@ class StreamIO:
         return await self.read({queue: "0"}, count, None)
 
     async def claim(self, queue: str, min_idle_ms: int, count: int) -> list[Entry]:
-        """XAUTOCLAIM entries idle longer than ``min_idle_ms`` (dead projectors' batches)."""
-        reply = await self.client.execute_command(  # type: ignore[no-untyped-call]
-            "XAUTOCLAIM",
-            self.stream(queue),
-            self.group,
-            self.consumer,
-            min_idle_ms,
-            "0-0",
-            "COUNT",
-            count,
+        """XAUTOCLAIM entries idle longer than ``min_idle_ms`` (dead projectors' batches).
+
+        Ids only (JUSTID), then their contents by XRANGE, so a claimed entry
+        deleted from the stream is known by its id (see the module docstring).
+        """
+        stream = self.stream(queue)
+        ids: list[Any] = await self.client.xautoclaim(
+            stream, self.group, self.consumer, min_idle_ms, "0-0", count, justid=True
         )
-        # 6.2: [cursor, entries]; 7.0: [cursor, entries, deleted ids] (already un-pended).
-        return self._entries(queue, list(reply[1] or []))
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(stream, entry_id, entry_id, count=1)
+            found: list[Any] = await pipe.execute()
+        items = [hit[0] if hit else entry_id for entry_id, hit in zip(ids, found, strict=True)]
+        return self._entries(queue, items)
 
     async def ack(self, entries: list[Entry]) -> None:
         """XACK every entry, one pipeline round trip."""

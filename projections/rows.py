@@ -4,6 +4,9 @@ Owns: how a job state is stored (column order, ms <-> timestamptz through the
 ``ms_ts``/``ts_ms`` SQL functions, raw JSON <-> jsonb) and the batched
 load/upsert statements (``unnest`` of column arrays: one statement per batch).
 
+Rows are keyed by (queue, job_id) (:data:`projections.fold.JobKey`): job ids
+are unique per queue only.
+
 Invariant: ``state_from_row(row)`` folded further gives the same row as folding
 the same events from scratch (times <= 0 are stored as NULL and read back as
 ``None``; ``updated_at`` reads back as 0), which is what makes rebuild equal
@@ -18,17 +21,19 @@ from typing import Any, Final, cast
 import asyncpg
 import msgspec
 
+from projections.fold import JobKey
 from streams.state import JobState, Status
 
 Position = tuple[int, int]  # a stream entry id (ms, seq)
 
 _SELECT: Final = """
-SELECT job_id, queue, kind, status, attempt, max_attempts, priority, progress,
+SELECT j.job_id, j.queue, kind, status, attempt, max_attempts, priority, progress,
        progress_message, payload::text AS payload, result::text AS result, error_type, error,
        worker, ts_ms(enqueued_at) AS enqueued_at, ts_ms(run_at) AS run_at,
        ts_ms(started_at) AS started_at, ts_ms(finished_at) AS finished_at,
        ts_ms(updated_at) AS updated_at, last_entry_ms, last_entry_seq
-FROM jobs WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE
+FROM jobs j JOIN unnest($1::text[], $2::text[]) AS k(q, id) ON j.queue = k.q AND j.job_id = k.id
+ORDER BY j.queue, j.job_id FOR UPDATE OF j
 """
 
 UPSERT_COLUMNS: Final = (
@@ -49,11 +54,11 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4
      AS u(job_id, queue, kind, status, attempt, max_attempts, priority, progress,
           progress_message, payload, result, error_type, error, worker, enqueued_at, run_at,
           started_at, finished_at, updated_at, last_entry_ms, last_entry_seq)
-ORDER BY u.job_id
+ORDER BY u.queue, u.job_id
 """
 
 _UPDATE_SET: Final = ", ".join(
-    f"{c} = EXCLUDED.{c}" for c in UPSERT_COLUMNS.split(", ") if c != "job_id"
+    f"{c} = EXCLUDED.{c}" for c in UPSERT_COLUMNS.split(", ") if c not in ("job_id", "queue")
 )
 
 
@@ -61,7 +66,7 @@ def upsert_sql(table: str = "jobs") -> str:
     """The bulk upsert statement into ``table`` (``jobs`` or a rebuild target like it)."""
     return (
         f"INSERT INTO {table} ({UPSERT_COLUMNS}) {_VALUES} "
-        f"ON CONFLICT (job_id) DO UPDATE SET {_UPDATE_SET}"
+        f"ON CONFLICT (queue, job_id) DO UPDATE SET {_UPDATE_SET}"
     )
 
 
@@ -95,12 +100,13 @@ def state_from_row(row: Mapping[str, Any] | asyncpg.Record) -> JobState:
 
 
 async def load_states(
-    conn: asyncpg.Connection, job_ids: list[str]
-) -> dict[str, tuple[JobState, Position]]:
-    """Lock and load the ``jobs`` rows of ``job_ids``: state and newest folded position."""
-    rows = await conn.fetch(_SELECT, job_ids)
+    conn: asyncpg.Connection, keys: list[JobKey]
+) -> dict[JobKey, tuple[JobState, Position]]:
+    """Lock and load the ``jobs`` rows of ``keys`` (sorted): state and newest folded position."""
+    rows = await conn.fetch(_SELECT, [q for q, _ in keys], [j for _, j in keys])
     return {
-        r["job_id"]: (state_from_row(r), (r["last_entry_ms"], r["last_entry_seq"])) for r in rows
+        (r["queue"], r["job_id"]): (state_from_row(r), (r["last_entry_ms"], r["last_entry_seq"]))
+        for r in rows
     }
 
 

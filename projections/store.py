@@ -1,13 +1,15 @@
 """One projector batch, applied to Postgres in one transaction.
 
 Owns: turning events-stream entries into ``job_events`` rows, dead letters and
-``jobs`` upserts.
+``jobs`` upserts, and the entry-by-entry fallback for a batch Postgres rejects
+as bad data.
 
 Invariants:
 - One transaction per batch: insert the events (``ON CONFLICT DO NOTHING
   RETURNING``), fold ONLY the newly inserted ones into ``jobs`` with
-  :func:`streams.state.evolve`, commit. Replaying a batch changes nothing and
-  yields no new events (so metrics count each event once).
+  :func:`projections.fold.project`, commit. A job is keyed by (queue, job_id).
+  Replaying a batch changes nothing and yields no new events (so metrics count
+  each event once).
 - Batches touching a queue are serialized across projectors by a transaction
   advisory lock per (schema, queue), taken in sorted order (no deadlock), so
   the read-fold-write of a job never loses an update.
@@ -15,7 +17,12 @@ Invariants:
   of a dead projector arriving late) is refolded from all its ``job_events``
   in stream order, so the result never depends on delivery order.
 - An entry that cannot be decoded or stored (no ``e`` field, bad JSON, a NUL
-  character) goes to ``dead_letters`` with its raw bytes and the error.
+  character, ``at``/``run_at`` outside 0..253402300799999 ms (year 9999),
+  ``attempt``/``max_attempts`` outside int32) goes to ``dead_letters`` with its
+  raw bytes and the error.
+- A batch that Postgres still rejects as data (SQLSTATE class 22 or 23, see
+  :data:`DATA_ERRORS`) is re-applied by :func:`apply_each`: one transaction per
+  entry, the failing entries dead-lettered, so one bad entry never blocks others.
 """
 
 from __future__ import annotations
@@ -26,9 +33,17 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from projections.fold import JobKey, project
 from projections.rows import Position, load_states, upsert_states
-from streams.events import Event, decode_event
-from streams.state import JobState, evolve
+from streams.events import Event, JobQueued, JobRetryScheduled, decode_event
+from streams.state import JobState
+
+MAX_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last storable time
+MAX_INT4: Final = 2**31 - 1
+# Postgres refusing the data (class 22 data exception, 23 integrity violation; asyncpg
+# also raises DataError for an argument it cannot encode, e.g. int4 out of range), as
+# opposed to Postgres being unavailable.
+DATA_ERRORS: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -88,8 +103,9 @@ RETURNING queue
 """
 
 _HISTORY: Final = """
-SELECT job_id, data::text AS data, entry_ms, entry_seq FROM job_events
-WHERE job_id = ANY($1::text[]) ORDER BY job_id, queue, entry_ms, entry_seq
+SELECT e.queue, e.job_id, e.data::text AS data, e.entry_ms, e.entry_seq FROM job_events e
+JOIN unnest($1::text[], $2::text[]) AS k(q, id) ON e.queue = k.q AND e.job_id = k.id
+ORDER BY e.job_id, e.queue, e.entry_ms, e.entry_seq
 """
 
 
@@ -97,6 +113,19 @@ def parse_entry_id(entry_id: str) -> Position:
     """``"<ms>-<seq>"`` -> (ms, seq)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def invalid_values(event: Event) -> str | None:
+    """Why ``event`` cannot be stored (a time or count out of Postgres range), or None."""
+    if not 0 <= event.at <= MAX_MS:
+        return f"at={event.at} is outside the storable range 0..{MAX_MS} ms"
+    if not 0 <= event.attempt <= MAX_INT4:
+        return f"attempt={event.attempt} is outside the storable range 0..{MAX_INT4}"
+    if isinstance(event, (JobQueued, JobRetryScheduled)) and not 0 <= event.run_at <= MAX_MS:
+        return f"run_at={event.run_at} is outside the storable range 0..{MAX_MS} ms"
+    if isinstance(event, JobQueued) and not 0 <= event.max_attempts <= MAX_INT4:
+        return f"max_attempts={event.max_attempts} is outside the storable range 0..{MAX_INT4}"
+    return None
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[tuple[Entry, str]]]:
@@ -116,6 +145,10 @@ def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[tuple[Entr
             event = decode_event(entry.raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             bad.append((entry, f"{type(exc).__name__}: {exc}"))
+            continue
+        invalid = invalid_values(event)
+        if invalid is not None:
+            bad.append((entry, f"invalid event: {invalid}"))
             continue
         good.append(Decoded(entry.queue, parse_entry_id(entry.entry_id), event, entry.raw))
     good.sort(key=lambda d: (d.queue, d.pos))
@@ -165,41 +198,43 @@ def _tag(event: Event) -> str:
 
 
 async def refold(
-    conn: asyncpg.Connection, job_ids: list[str]
-) -> dict[str, tuple[JobState, Position]]:
-    """Fold ``job_ids`` from scratch from their ``job_events`` history."""
-    out: dict[str, tuple[JobState, Position]] = {}
-    for r in await conn.fetch(_HISTORY, job_ids):
-        prev = out.get(r["job_id"])
-        state = evolve(prev[0] if prev else None, decode_event(r["data"]))
-        out[r["job_id"]] = (state, (r["entry_ms"], r["entry_seq"]))
+    conn: asyncpg.Connection, keys: list[JobKey]
+) -> dict[JobKey, tuple[JobState, Position]]:
+    """Fold the jobs ``keys`` from scratch from their ``job_events`` history."""
+    out: dict[JobKey, tuple[JobState, Position]] = {}
+    rows = await conn.fetch(_HISTORY, [q for q, _ in keys], [j for _, j in keys])
+    for r in rows:
+        key = (r["queue"], r["job_id"])
+        prev = out.get(key)
+        state = project(prev[0] if prev else None, key[0], decode_event(r["data"]))
+        out[key] = (state, (r["entry_ms"], r["entry_seq"]))
     return out
 
 
 async def _fold(conn: asyncpg.Connection, new: list[Decoded]) -> list[Applied]:
-    by_job: dict[str, list[Decoded]] = defaultdict(list)
+    by_job: dict[JobKey, list[Decoded]] = defaultdict(list)
     for d in new:
-        by_job[d.event.job_id].append(d)
+        by_job[(d.queue, d.event.job_id)].append(d)
     current = await load_states(conn, sorted(by_job))
-    late = sorted(j for j, evs in by_job.items() if j in current and evs[0].pos < current[j][1])
+    late = sorted(k for k, evs in by_job.items() if k in current and evs[0].pos < current[k][1])
     applied: list[Applied] = []
-    out: dict[str, tuple[JobState, Position]] = {}
-    for job_id, evs in by_job.items():
-        if job_id in current and evs[0].pos < current[job_id][1]:
+    out: dict[JobKey, tuple[JobState, Position]] = {}
+    for key, evs in by_job.items():
+        if key in current and evs[0].pos < current[key][1]:
             continue
-        state, last = current.get(job_id, (None, (0, 0)))
+        state, last = current.get(key, (None, (0, 0)))
         for d in evs:
-            after = evolve(state, d.event)
+            after = project(state, key[0], d.event)
             applied.append(Applied(d.event, state, after))
             state, last = after, max(last, d.pos)
         assert state is not None
-        out[job_id] = (state, last)
+        out[key] = (state, last)
     if late:
         refolded = await refold(conn, late)
         out.update(refolded)
-        for job_id in late:
-            applied.extend(Applied(d.event, None, refolded[job_id][0]) for d in by_job[job_id])
-    await upsert_states(conn, (out[j] for j in sorted(out)))
+        for key in late:
+            applied.extend(Applied(d.event, None, refolded[key][0]) for d in by_job[key])
+    await upsert_states(conn, (out[k] for k in sorted(out)))
     return applied
 
 
@@ -215,3 +250,27 @@ async def apply_batch(
         new = [d for d in good if (d.queue, *d.pos) in inserted]
         applied = await _fold(conn, new) if new else []
     return BatchResult(entries=len(entries), inserted=len(new), dead_lettered=dead, applied=applied)
+
+
+async def apply_each(
+    conn: asyncpg.Connection, entries: list[Entry], lock_prefix: str
+) -> BatchResult:
+    """Apply ``entries`` one per transaction, dead-lettering those Postgres rejects as data.
+
+    The fallback for a batch that failed with one of :data:`DATA_ERRORS`; any
+    other error (an outage) propagates, and replaying what already committed is
+    a no-op.
+    """
+    total = BatchResult(entries=len(entries))
+    for entry in entries:
+        try:
+            one = await apply_batch(conn, [entry], lock_prefix)
+        except DATA_ERRORS as exc:
+            error = f"rejected by Postgres: {type(exc).__name__}: {exc}".replace("\x00", "")
+            async with conn.transaction():
+                dead = await _insert_dead(conn, [(entry, error)])
+            one = BatchResult(entries=1, dead_lettered=dead)
+        total.inserted += one.inserted
+        total.dead_lettered.extend(one.dead_lettered)
+        total.applied.extend(one.applied)
+    return total
