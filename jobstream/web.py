@@ -3,7 +3,8 @@
 Owns: the app factory (:func:`create_app`: Starlette routes of
 :mod:`jobstream.web_routes`, the request-metrics middleware, JSON error handlers,
 a lifespan that opens and closes the clients of :class:`~jobstream.web_state.WebState`)
-and the ``web [--host 127.0.0.1] [--port 8000]`` sub-command, served by uvicorn.
+and the ``web [--host 127.0.0.1] [--port 8000] [--max-streams N]
+[--max-stream-seconds S] [--max-stream-scan N]`` sub-command, served by uvicorn.
 
 Invariants:
 - The process refuses to start without ``JOBSTREAM_WEB_TOKEN`` (no anonymous
@@ -13,6 +14,16 @@ Invariants:
 - One app = one set of clients and one metrics registry; nothing global, so
   several apps (tests) live side by side.
 - No token, payload or Redis/Postgres password is ever logged.
+- Tokens are at least 16 characters and the admin token differs from the web
+  token; otherwise the process refuses to start (exit 2, see
+  :meth:`~jobstream.web_http.Tokens.from_env`).
+- ``/healthz`` and ``/metrics`` need no token, on purpose: Prometheus scrapes
+  ``/metrics`` without one, and it carries no job id, payload or token (its labels
+  are route templates, methods and statuses). Keep it off the public internet at
+  the network level if request counts are sensitive.
+- Event streams (SSE) are capped (``max_streams``, 503 beyond), and each one is
+  bounded in time (``max_stream_s``, default 10 minutes; the client reconnects
+  with ``Last-Event-ID``) and in entries scanned (``max_scan_entries``).
 """
 
 from __future__ import annotations
@@ -62,6 +73,8 @@ def create_app(
     max_streams: int = 100,
     sse_block_ms: int = 1000,
     keepalive_s: float = 15.0,
+    max_stream_s: float = 600.0,
+    max_scan_entries: int = 100_000,
 ) -> Starlette:
     """The ASGI app; its clients open in the lifespan (``app.router.lifespan_context``)."""
     metrics = WebMetrics(metrics_registry)
@@ -80,6 +93,8 @@ def create_app(
             max_streams=max_streams,
             sse_block_ms=sse_block_ms,
             keepalive_s=keepalive_s,
+            max_stream_s=max_stream_s,
+            max_scan_entries=max_scan_entries,
         )
         app.state.web = state
         try:
@@ -107,7 +122,36 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument(
+        "--max-streams", type=_positive_int, default=100, help="open SSE streams (default 100)"
+    )
+    p.add_argument(
+        "--max-stream-seconds",
+        type=_positive_float,
+        default=600.0,
+        help="an SSE stream ends after this long; the client resumes (default 600)",
+    )
+    p.add_argument(
+        "--max-stream-scan",
+        type=_positive_int,
+        default=100_000,
+        help="events-stream entries one SSE connection may scan (default 100000)",
+    )
     p.set_defaults(func=cmd_web)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -120,7 +164,15 @@ def cmd_web(args: argparse.Namespace) -> int:
         return 2
     if tokens.admin is None:
         log.warning("JOBSTREAM_ADMIN_TOKEN is not set: cancel and retry are refused to everyone")
-    app = create_app(settings, tokens, registry=handlers.registry(), schema=schema)
+    app = create_app(
+        settings,
+        tokens,
+        registry=handlers.registry(),
+        schema=schema,
+        max_streams=args.max_streams,
+        max_stream_s=args.max_stream_seconds,
+        max_scan_entries=args.max_stream_scan,
+    )
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_config=None, lifespan="on", server_header=False
     )

@@ -15,6 +15,18 @@ Invariants:
   script that changes the hash, so a terminal event is never missed this way.
 - A comment frame is sent every ``keepalive_s`` while idle, so proxies keep the
   connection and a gone client is noticed.
+- One connection's work is bounded. Where it starts: after ``Last-Event-ID``
+  when given, else just before the job's first entry when the projection knows
+  it (:func:`before`), else ``0-0``. It scans at most ``max_scan`` entries of the
+  events stream (every entry read counts, the job's or not); then it ends with
+  ``event: end``, ``data: {"reason": "scan limit reached", "resumable": true}``
+  and ``id:`` = the last entry scanned. It lives at most ``max_duration_s``
+  seconds; then it ends with ``event: reconnect`` (reason ``max stream
+  duration reached``) and ``id:`` = the last entry scanned, so a client
+  (``EventSource`` does it by itself) reconnects with ``Last-Event-ID`` and
+  resumes exactly there: no event of the job is lost or repeated.
+- ``event: end`` means "stop following": with ``resumable`` absent the job can
+  produce nothing more; with ``resumable`` true a client may still resume.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ from streams.keys import Keys
 
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 _FINISHED_STATES = (b"dead", b"canceled")
+_MAX_SEQ = 2**64 - 1
+_BATCH = 500
 
 
 def is_terminal(event: Event) -> bool:
@@ -46,6 +60,18 @@ def start_position(last_event_id: str | None) -> str:
     if last_event_id and _ENTRY_ID.fullmatch(last_event_id.strip()):
         return last_event_id.strip()
     return "0-0"
+
+
+def before(entry_id: str) -> str:
+    """The stream id just before ``entry_id`` (``XREAD`` is exclusive: it starts after it);
+    ``0-0`` when ``entry_id`` is not a stream id."""
+    if not _ENTRY_ID.fullmatch(entry_id):
+        return "0-0"
+    ms_text, _, seq_text = entry_id.partition("-")
+    ms, seq = int(ms_text), int(seq_text)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_MAX_SEQ}" if ms > 0 else "0-0"
 
 
 def frame(entry_id: str, event_type: str, data: bytes) -> bytes:
@@ -66,6 +92,8 @@ class JobEventFollower:
         position: str = "0-0",
         block_ms: int = 1000,
         keepalive_s: float = 15.0,
+        max_duration_s: float = 600.0,
+        max_scan: int = 100_000,
     ) -> None:
         self.redis = redis
         self.stream = keys.queue(queue).events
@@ -74,15 +102,24 @@ class JobEventFollower:
         self.position = position
         self.block_ms = block_ms
         self.keepalive_s = keepalive_s
+        self.max_duration_s = max_duration_s
+        self.max_scan = max_scan
+        self.scanned = 0
         self.done = False
 
     async def _read(self, block: int | None) -> list[bytes]:
         """Frames of this job in the next batch (advancing the position); sets ``done``."""
-        resp: Any = await self.redis.xread({self.stream: self.position}, count=500, block=block)
+        room = self.max_scan - self.scanned
+        if room <= 0:
+            return []
+        resp: Any = await self.redis.xread(
+            {self.stream: self.position}, count=min(_BATCH, room), block=block
+        )
         frames: list[bytes] = []
         for _stream, entries in resp or []:
             for entry_id, fields in entries:
                 self.position = entry_id.decode()
+                self.scanned += 1
                 try:
                     event = decode_event(fields[b"e"])
                 except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
@@ -103,23 +140,38 @@ class JobEventFollower:
         if live and state not in _FINISHED_STATES:
             return None
         frames: list[bytes] = []
-        while not self.done:
+        while not self.done and self.scanned < self.max_scan:
             before = self.position
             frames += await self._read(block=None)
             if self.position == before:
                 break
-        if not self.done:
+        if not self.done and self.scanned < self.max_scan:
             self.done = True
             frames.append(b'event: end\ndata: {"reason":"no terminal event retained"}\n\n')
-        return frames
+        return frames  # at the scan limit, frames() adds the limit's end frame
+
+    def _limit_frame(self, deadline: float) -> bytes | None:
+        """The closing frame once the scan limit or the deadline is reached (sets ``done``)."""
+        if self.scanned >= self.max_scan:
+            event, data = "end", {"reason": "scan limit reached", "resumable": True}
+        elif time.monotonic() >= deadline:
+            event, data = "reconnect", {"reason": "max stream duration reached"}
+        else:
+            return None
+        self.done = True
+        return frame(self.position, event, msgspec.json.encode(data))
 
     async def frames(self) -> AsyncIterator[bytes]:
-        """The SSE frames until the job's terminal event (see the module invariants)."""
+        """The SSE frames until the job's terminal event or a limit (see the module invariants)."""
         last_sent = time.monotonic()
+        deadline = last_sent + self.max_duration_s
         while not self.done:
             batch = await self._read(block=self.block_ms)
             if not batch and not self.done:
                 batch = await self._finished_without_terminal() or []
+            closing = None if self.done else self._limit_frame(deadline)
+            if closing is not None:
+                batch.append(closing)
             if not batch and time.monotonic() - last_sent >= self.keepalive_s:
                 batch = [b": keep-alive\n\n"]
             for chunk in batch:

@@ -10,6 +10,10 @@ Invariants:
   an error message or a metric label.
 - There is no anonymous mode: :meth:`Tokens.from_env` raises :class:`ConfigError`
   when ``JOBSTREAM_WEB_TOKEN`` is unset or blank.
+- Tokens are at least :data:`MIN_TOKEN_CHARS` (16) characters, and the admin token
+  differs from the web token (else every web caller would be admin):
+  :meth:`Tokens.from_env` raises :class:`ConfigError` otherwise, so
+  ``jobstream web`` exits 2 instead of starting.
 - Metric labels are bounded: the route *template* (``/jobs/{job_id}``, or
   ``unmatched``), a known method (else ``other``) and the status; never a job id.
 - A body is never read past its cap: the ``Content-Length`` is checked first and
@@ -32,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Level = Literal["read", "admin"]
 Endpoint = Callable[[Request], Awaitable[Response]]
+MIN_TOKEN_CHARS = 16
 _KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _encode = msgspec.json.Encoder().encode
 
@@ -76,7 +81,11 @@ class Tokens(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Tokens:
-        """Tokens from ``JOBSTREAM_WEB_TOKEN`` (required) and ``JOBSTREAM_ADMIN_TOKEN``."""
+        """Tokens from ``JOBSTREAM_WEB_TOKEN`` (required) and ``JOBSTREAM_ADMIN_TOKEN``.
+
+        Raises :class:`ConfigError` (naming the variable, never its value) when the web
+        token is unset, a token is shorter than :data:`MIN_TOKEN_CHARS`, or both are equal.
+        """
         e = os.environ if env is None else env
         web = e.get("JOBSTREAM_WEB_TOKEN", "").strip()
         admin = e.get("JOBSTREAM_ADMIN_TOKEN", "").strip()
@@ -84,6 +93,14 @@ class Tokens(msgspec.Struct, frozen=True):
             raise ConfigError(
                 "JOBSTREAM_WEB_TOKEN is not set: `jobstream web` has no anonymous mode; "
                 "set JOBSTREAM_WEB_TOKEN (enqueue + read) and JOBSTREAM_ADMIN_TOKEN (admin)"
+            )
+        for name, value in (("JOBSTREAM_WEB_TOKEN", web), ("JOBSTREAM_ADMIN_TOKEN", admin)):
+            if value and len(value) < MIN_TOKEN_CHARS:
+                raise ConfigError(f"{name} is too short: use at least {MIN_TOKEN_CHARS} characters")
+        if admin and hmac.compare_digest(admin.encode(), web.encode()):
+            raise ConfigError(
+                "JOBSTREAM_ADMIN_TOKEN equals JOBSTREAM_WEB_TOKEN: every web caller would be "
+                "admin; give the admin token its own value"
             )
         return cls(web=web.encode(), admin=admin.encode() if admin else None)
 

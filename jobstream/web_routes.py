@@ -3,18 +3,29 @@
 Owns: request parsing and the mapping of client results to HTTP statuses:
 
 - ``POST /jobs`` (read token) -> 201 ``{"job_id"}``; 400 bad JSON/field/kind/payload,
-  413 payload over the cap (the body itself is cut at cap + 16 KiB before parsing).
+  or a ``job_id``/``dedup_key`` that is not 1-256 printable characters (no control
+  characters) or starts with the reserved ``cron:`` prefix (the scheduler's tick
+  ids: a web caller must not pre-empt a tick); 413 payload over the cap (the body
+  itself is cut at cap + 16 KiB before parsing).
 - ``GET /jobs/{job_id}`` (read) -> the projection's job with ``events`` when Postgres
   has it, else the live Redis state; ``source`` says which; 404 if neither.
 - ``GET /jobs/{job_id}/events`` (read) -> SSE of the job's events until terminal;
-  ``Last-Event-ID`` resumes; 503 when the stream cap is reached.
+  ``Last-Event-ID`` resumes; 503 when the stream cap is reached. The slot is
+  reserved in the handler, before the response starts, and released when the
+  response ends (finished, limit reached, client gone, error). Each stream is
+  bounded in time and in entries scanned (:mod:`jobstream.web_events`).
 - ``POST /jobs/{job_id}/cancel`` (admin) -> 200 canceled, 202 cancelling (running),
   404 missing, 409 terminal. ``POST /jobs/{job_id}/retry`` (admin) -> 200 queued,
   404 missing, 409 not dead/canceled.
 - ``GET /healthz`` (no auth) -> 200 when Redis answers PING, else 503.
 - ``GET /metrics`` (no auth, like every jobstream process) -> Prometheus text.
+  Deliberately unauthenticated: Prometheus scrapes it without a token, and it
+  carries no job id, payload or token (labels are route templates, methods and
+  statuses only; see :class:`jobstream.web_http.WebMetrics`). Restrict it at the
+  network level (ingress, NetworkPolicy) if its request counts must stay private.
 
-Invariants: no payload or token is ever logged; errors are ``{"error": "..."}``.
+Invariants: no payload or token is ever logged; errors are ``{"error": "..."}``;
+path job ids are 1-256 printable characters (400 otherwise).
 """
 
 from __future__ import annotations
@@ -29,16 +40,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from jobstream.web_events import JobEventFollower, start_position
+from jobstream.web_events import JobEventFollower, before, start_position
 from jobstream.web_http import ApiError, Endpoint, Level, guarded, json_response, read_body
-from jobstream.web_state import WebState
+from jobstream.web_state import StreamSlot, WebState
 from streams.client import JobRequest
 from streams.errors import PayloadTooLarge
 from streams.events import Priority
 
 BODY_SLACK_BYTES = 16 * 1024
 _MAX_ID_LEN = 256
+RESERVED_PREFIX = "cron:"  # the scheduler's job ids and dedup keys (streams.cron)
 
 
 class EnqueueBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -62,11 +75,23 @@ def state_of(request: Request) -> WebState:
     return cast(WebState, request.app.state.web)
 
 
+def check_id(what: str, value: str, *, reserved_ok: bool) -> str:
+    """``value`` if it is 1-256 printable characters (and, unless ``reserved_ok``, not
+    ``cron:``-prefixed); else ApiError 400. The message never echoes the value."""
+    if not 0 < len(value) <= _MAX_ID_LEN:
+        raise ApiError(400, f"{what} must be 1-{_MAX_ID_LEN} characters")
+    if not value.isprintable():
+        raise ApiError(400, f"{what} must be printable characters (no control characters)")
+    if not reserved_ok and value.startswith(RESERVED_PREFIX):
+        raise ApiError(
+            400, f"{what} must not start with {RESERVED_PREFIX!r}: reserved for the cron scheduler"
+        )
+    return value
+
+
 def _job_id(request: Request) -> str:
-    job_id = str(request.path_params["job_id"])
-    if not 0 < len(job_id) <= _MAX_ID_LEN:
-        raise ApiError(400, f"job id must be 1-{_MAX_ID_LEN} characters")
-    return job_id
+    """The path's job id; ``cron:`` ids are fine here (reading or cancelling a tick's job)."""
+    return check_id("job id", str(request.path_params["job_id"]), reserved_ok=True)
 
 
 async def enqueue(request: Request) -> Response:
@@ -76,6 +101,9 @@ async def enqueue(request: Request) -> Response:
         body = msgspec.json.decode(raw, type=EnqueueBody)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ApiError(400, f"invalid request body: {exc}") from None
+    for what, value in (("job_id", body.job_id), ("dedup_key", body.dedup_key)):
+        if value is not None:
+            check_id(what, value, reserved_ok=False)
     payload = bytes(body.payload)
     req = JobRequest(
         kind=body.kind,
@@ -107,43 +135,62 @@ async def get_job(request: Request) -> Response:
     raise ApiError(404, f"job {job_id!r} not found")
 
 
-async def _queue_of(web: WebState, job_id: str) -> str:
+async def _locate(web: WebState, job_id: str, resume: bool) -> tuple[str, str | None]:
+    """The job's queue and, unless ``resume``, the id of its first entry if the projection
+    knows it (where a stream can start instead of ``0-0``); 404 if the job is unknown."""
     queue = await web.client.locate(job_id)
-    if queue is None:
-        detail = await web.projection.get_job(job_id)
-        queue = detail.queue if detail is not None else None
+    detail = None if resume and queue is not None else await web.projection.get_job(job_id)
+    if queue is None and detail is not None:
+        queue = detail.queue
     if queue is None:
         raise ApiError(404, f"job {job_id!r} not found")
-    return queue
+    first = detail.events[0].entry_id if detail is not None and detail.events else None
+    return queue, first
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """A streaming response that releases its :class:`StreamSlot` when it ends, however:
+    finished, client gone before or during the body, or an error."""
+
+    def __init__(self, content: AsyncIterator[bytes], slot: StreamSlot) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:  # an abandoned generator would otherwise wait for the GC
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 async def job_events(request: Request) -> Response:
     web, job_id = state_of(request), _job_id(request)
-    queue = await _queue_of(web, job_id)
-    if web.open_streams >= web.max_streams:
+    resume = start_position(request.headers.get("last-event-id"))
+    queue, first = await _locate(web, job_id, resume != "0-0")
+    slot = web.reserve_stream()  # no await between the cap check and the count
+    if slot is None:
         raise ApiError(503, "too many open event streams; retry later", {"Retry-After": "5"})
-    follower = JobEventFollower(
-        web.stream_redis,
-        web.client.keys,
-        queue,
-        job_id,
-        position=start_position(request.headers.get("last-event-id")),
-        block_ms=web.sse_block_ms,
-        keepalive_s=web.keepalive_s,
-    )
-
-    async def body() -> AsyncIterator[bytes]:
-        web.open_streams += 1
-        web.metrics.streams.inc()
-        try:
-            async for chunk in follower.frames():
-                yield chunk
-        finally:
-            web.open_streams -= 1
-            web.metrics.streams.dec()
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    try:
+        follower = JobEventFollower(
+            web.stream_redis,
+            web.client.keys,
+            queue,
+            job_id,
+            position=before(first) if resume == "0-0" and first else resume,
+            block_ms=web.sse_block_ms,
+            keepalive_s=web.keepalive_s,
+            max_duration_s=web.max_stream_s,
+            max_scan=web.max_scan_entries,
+        )
+        return SlotStreamingResponse(follower.frames(), slot)
+    except BaseException:
+        slot.release()
+        raise
 
 
 async def cancel(request: Request) -> Response:

@@ -12,6 +12,15 @@ Invariants:
 - Event streams (SSE) hold a blocking ``XREAD`` each, so they use their own Redis
   pool (``stream_redis``), capped at ``max_streams``; they can never starve the
   pool that enqueues and answers status requests.
+- A stream runs only while it holds a :class:`StreamSlot`:
+  :meth:`WebState.reserve_stream` checks the cap and counts the slot with no
+  ``await`` in between (atomic on the event loop), so a burst of requests can
+  never open more than ``max_streams`` streams (the extras get None -> 503, not
+  a "Too many connections" error mid-stream). :meth:`StreamSlot.release` is
+  idempotent; the response releases its slot when it ends, however it ends.
+- Each stream is bounded: at most ``max_stream_s`` seconds and
+  ``max_scan_entries`` events-stream entries scanned (see
+  :mod:`jobstream.web_events`).
 """
 
 from __future__ import annotations
@@ -82,6 +91,24 @@ class ProjectionReader:
             self._pool = None
 
 
+class StreamSlot:
+    """One reserved event-stream slot of a :class:`WebState`; release it exactly once."""
+
+    def __init__(self, state: WebState) -> None:
+        self._state: WebState | None = state
+
+    @property
+    def released(self) -> bool:
+        return self._state is None
+
+    def release(self) -> None:
+        """Give the slot back (idempotent: later calls do nothing)."""
+        state, self._state = self._state, None
+        if state is not None:
+            state.open_streams -= 1
+            state.metrics.streams.dec()
+
+
 @dataclass
 class WebState:
     """Everything the routes of one app use; built in the lifespan, closed at its end."""
@@ -95,7 +122,21 @@ class WebState:
     max_streams: int = 100
     sse_block_ms: int = 1000
     keepalive_s: float = 15.0
+    max_stream_s: float = 600.0
+    max_scan_entries: int = 100_000
     open_streams: int = field(default=0)
+
+    def reserve_stream(self) -> StreamSlot | None:
+        """A slot for one event stream, or None when ``max_streams`` are open.
+
+        Synchronous on purpose: the check and the count cannot interleave with
+        another request's, so the cap holds under any burst.
+        """
+        if self.open_streams >= self.max_streams:
+            return None
+        self.open_streams += 1
+        self.metrics.streams.inc()
+        return StreamSlot(self)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -34,6 +34,26 @@ def test_refuses_to_start_without_a_web_token(env: dict[str, str]) -> None:
     assert ADMIN_TOKEN.encode() not in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("admin", "fragment"),
+    [
+        (WEB_TOKEN, b"JOBSTREAM_ADMIN_TOKEN equals JOBSTREAM_WEB_TOKEN"),
+        ("short-admin", b"JOBSTREAM_ADMIN_TOKEN is too short"),
+    ],
+)
+def test_refuses_to_start_with_a_weak_admin_token(
+    env: dict[str, str], admin: str, fragment: bytes
+) -> None:
+    env = {**env, "JOBSTREAM_WEB_TOKEN": WEB_TOKEN, "JOBSTREAM_ADMIN_TOKEN": admin}
+    proc = subprocess.run(
+        [*CLI, "web", "--port", str(free_port())], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+    assert WEB_TOKEN.encode() not in proc.stderr + proc.stdout
+    assert b"short-admin" not in proc.stderr + proc.stdout
+
+
 @pytest.fixture
 def server(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
