@@ -119,8 +119,12 @@ async def test_two_projectors_at_once_never_double_count(
         async with anyio.create_task_group() as tg:
             tg.start_soon(a.run, name="p1")
             tg.start_soon(b.run, name="p2")
-            for i in range(10):
+            for i in range(60):  # until both have projected something (at least 10 rounds)
                 expected |= await producer.jobs(30, queue=f"q{i % 3}", prefix=f"r{i}-")
+                events = [metric_total(p.metrics.registry, "jobstream_projector_events_total")
+                          for p in (a, b)]  # fmt: skip
+                if i >= 9 and all(events):
+                    break
             await wait_until(
                 lambda: pg.fetchval("SELECT count(*) FROM job_events"), producer.appended
             )
