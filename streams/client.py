@@ -58,6 +58,13 @@ class JobInfo(msgspec.Struct, kw_only=True):
     priority: str
 
 
+def _encode_jobs(jobs: list[list[Any]]) -> bytes:
+    """The enqueue script's batch: one JSON array of string arrays (one ARGV, so redis-py
+    packs one argument per batch instead of nine per job; the payload travels as a JSON
+    string and is appended to the event verbatim)."""
+    return _encode([[a.decode() if isinstance(a, bytes) else str(a) for a in job] for job in jobs])
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -121,7 +128,7 @@ class Client:
             (
                 "enqueue",
                 self.keys.queue(queue).prefix,
-                [self.settings.dedup_ttl_s, *(a for _, args in items for a in args)],
+                [self.settings.dedup_ttl_s, _encode_jobs([args for _, args in items])],
             )
             for queue, items in by_queue.items()
         ]
