@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import pytest
+import redis as redis_sync
 import redis.asyncio as aioredis
 
 from jobstream.embedded import ensure_postgres, ensure_redis
@@ -31,10 +32,18 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture
-def settings(base_settings: Settings) -> Settings:
-    """Per-test settings: a unique namespace, short heartbeats so reclaim tests are quick."""
+def settings(base_settings: Settings) -> Iterator[Settings]:
+    """Per-test settings: a unique namespace, short heartbeats so reclaim tests are quick.
+
+    Every key of the namespace is deleted afterwards, whoever wrote it (the test,
+    a subprocess, a worker).
+    """
     ns = f"t{uuid.uuid4().hex[:10]}"
-    return msgspec.structs.replace(base_settings, namespace=ns, heartbeat_ttl_s=2.0)
+    yield msgspec.structs.replace(base_settings, namespace=ns, heartbeat_ttl_s=2.0)
+    with redis_sync.Redis.from_url(base_settings.redis_url) as client:
+        keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
 
 
 @pytest.fixture
