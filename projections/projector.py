@@ -159,7 +159,10 @@ class Projector:
                 await self._pg_failed(exc)
 
     async def _pg_failed(self, exc: BaseException) -> None:
-        log.warning("postgres unavailable (%s: %s); retrying", type(exc).__name__, exc)
+        if isinstance(exc, asyncpg.SyntaxOrAccessError):  # SQLSTATE 42: a bug or a bad grant
+            log.error("projection statement failed (%s: %s); retrying", type(exc).__name__, exc)
+        else:
+            log.warning("postgres unavailable (%s: %s); retrying", type(exc).__name__, exc)
         self.metrics.errors.labels("postgres").inc()
         if self._conn is not None:
             self._conn.terminate()
