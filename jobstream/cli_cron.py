@@ -29,6 +29,7 @@ from handlers.schedules import SCHEDULES
 from jobstream.cli_core import settings_from_env
 from streams.client import Client
 from streams.cron import CronError, CronSpec
+from streams.metrics_http import MetricsServer
 from streams.scheduler import Scheduler
 from streams.settings import Settings
 
@@ -39,6 +40,7 @@ _PG_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this module's sub-commands to the jobstream parser."""
     p = sub.add_parser("scheduler", help="fire cron specs and promote due delayed jobs")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz on this port")
     p.add_argument(
         "--grace",
         type=float,
@@ -71,7 +73,15 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             scheduler = Scheduler(
                 client, SCHEDULES, grace_s=args.grace, promote=not args.no_promote
             )
-            await scheduler.run()
+            server = None
+            if args.metrics_port is not None:
+                m = scheduler.metrics
+                server = MetricsServer(m.registry, args.metrics_port, m.healthy)
+            try:
+                await scheduler.run()
+            finally:
+                if server is not None:
+                    server.close()
 
     anyio.run(serve)
     return 0

@@ -49,6 +49,7 @@ from streams.client import Client, JobRequest
 from streams.cron import CronError, CronSpec, manual_id, tick_id
 from streams.keys import Keys
 from streams.registry import Registry
+from streams.scheduler_metrics import SchedulerMetrics, spec_of
 
 log = logging.getLogger("jobstream.scheduler")
 
@@ -126,6 +127,7 @@ class Scheduler:
         now: Callable[[], datetime] | None = None,
         grace_s: float = 60.0,
         promote: bool = True,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -139,6 +141,7 @@ class Scheduler:
         self.promote_enabled = promote
         self._now = now
         self._stop = anyio.Event()
+        self.metrics = metrics or SchedulerMetrics()
 
     async def clock(self) -> datetime:
         """Now: the injected clock (tests), else the Redis server's TIME (DESIGN §2), so
@@ -291,6 +294,7 @@ class Scheduler:
                 delay_s = await step()
                 failures = 0
             except (RedisError, OSError) as exc:
+                self.metrics.step_errors.labels(what).inc()
                 failures += 1
                 delay_s = min(30.0, 0.5 * 2**failures)
                 log.warning(
@@ -302,6 +306,7 @@ class Scheduler:
             except Exception:
                 # A bug must not stop every other spec and the promotion for good:
                 # log it with its traceback and keep going, slowly.
+                self.metrics.step_errors.labels(what).inc()
                 failures += 1
                 delay_s = min(30.0, 0.5 * 2**failures)
                 log.exception("scheduler %s step crashed; retrying in %.1fs", what, delay_s)
@@ -309,7 +314,12 @@ class Scheduler:
 
     async def _cron_step(self) -> float:
         now = await self.clock()
-        await self.tick(now)
+        report = await self.tick(now)
+        for job_id in report.fired:
+            self.metrics.fired.labels(spec_of(job_id)).inc()
+        for skipped_id in report.skipped:
+            self.metrics.skipped.labels(spec_of(skipped_id)).inc()
+        self.metrics.cron_step_ok()
         if not self.specs:
             return MAX_LOOP_SLEEP_S
         soonest = min(spec.next_fire(now) for spec in self.specs.values())
@@ -319,6 +329,7 @@ class Scheduler:
 
     async def _promote_step(self) -> float:
         promoted = await self.promote()
+        self.metrics.promoted.inc(promoted)
         if promoted:
             log.debug("scheduler promoted %d due jobs", promoted)
         return MAX_LOOP_SLEEP_S

@@ -1,10 +1,11 @@
 """deploy/: every file parses, and it agrees with the code it describes.
 
 Checks that the alert rules and the Grafana dashboard only use metric names the
-real registries export (``ProjectorMetrics``, ``WorkerMetrics`` and ``WebMetrics`` are built and
-their families read, never a hard-coded list), that scrape targets and container
-ports match the Procfile, and that the Kubernetes manifests keep the invariants
-the README promises (grace period, probes, KEDA streams, no real secret).
+real registries export (``ProjectorMetrics``, ``WorkerMetrics``,
+``SchedulerMetrics`` and ``WebMetrics`` are built and their families read, never
+a hard-coded list), that scrape targets and container ports match the Procfile,
+and that the Kubernetes manifests keep the invariants the README promises (grace
+period, probes, KEDA streams, no real secret).
 No Redis, Postgres or cluster needed.
 """
 
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from jobstream.web_http import WebMetrics
 from projections.metrics import ProjectorMetrics
 from streams.keys import PRIORITIES, READY_GROUP, Keys
+from streams.scheduler_metrics import SchedulerMetrics
 from streams.worker_metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +67,7 @@ def metric_names() -> set[str]:
     names = _registry_sample_names(ProjectorMetrics().registry)
     names |= _registry_sample_names(WorkerMetrics().registry)
     names |= _registry_sample_names(WebMetrics().registry)
+    names |= _registry_sample_names(SchedulerMetrics().registry)
     assert "jobstream_jobs_failed_total" in names  # sanity: the suffix rule applied
     return names
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -105,14 +107,27 @@ async def test_scheduler_process_stops_cleanly_on_sigterm(
     env: dict[str, str], settings: Settings, redis: aioredis.Redis
 ) -> None:
     cursor = Keys(settings.namespace).cron_last
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [*CLI, "scheduler", "--metrics-port", str(port)]
     with anyio.fail_after(20):
-        async with await anyio.open_process([*CLI, "scheduler"], env=env) as proc:
+        async with await anyio.open_process(cmd, env=env) as proc:
             # The process is up once it has evaluated its specs (it writes their cursors);
             # another process has no event to await, so poll Redis (bounded by fail_after).
             while await redis.zcard(cursor) < len(SCHEDULES):  # noqa: ASYNC110
                 await anyio.sleep(0.05)
+            health = await anyio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/healthz")
+            metrics = await anyio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/metrics")
             proc.send_signal(signal.SIGTERM)
             assert await proc.wait() == 0
+    assert health == (200, "ok\n")
+    assert metrics[0] == 200 and "jobstream_scheduler_last_cron_step_seconds" in metrics[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.status, resp.read().decode()
 
 
 async def test_run_loop_stops_on_request(settings: Settings, redis: aioredis.Redis) -> None:
@@ -136,3 +151,8 @@ async def test_run_loop_stops_on_request(settings: Settings, redis: aioredis.Red
                 await evaluated.wait()
                 scheduler.stop()
         assert (await scheduler.last_jobs()) == {"loop": "cron:loop:20240603T1000Z"}
+    fired = scheduler.metrics.registry.get_sample_value(
+        "jobstream_scheduler_ticks_fired_total", {"spec": "loop"}
+    )
+    assert fired == 1.0
+    assert scheduler.metrics.healthy()
