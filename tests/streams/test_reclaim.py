@@ -55,17 +55,29 @@ async def _started_by_proc(redis: aioredis.Redis, settings: Settings, job_id: st
     return worker
 
 
+async def _job_on_worker_proc(
+    settings: Settings,
+    redis: aioredis.Redis,
+    env: dict[str, str],
+    spawn: list[subprocess.Popen[bytes]],
+    seconds: float,
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Enqueue a demo.sleep job, start a worker process; return it, the job id and the
+    consumer name once that worker has started the job."""
+    async with Client(settings) as c:
+        job_id = await c.enqueue("demo.sleep", {"seconds": seconds})
+    proc = worker_proc(env)
+    spawn.append(proc)
+    return proc, job_id, await _started_by_proc(redis, settings, job_id)
+
+
 async def test_sigkilled_worker_job_completes_once_elsewhere(
     settings: Settings,
     redis: aioredis.Redis,
     env: dict[str, str],
     spawn: list[subprocess.Popen[bytes]],
 ) -> None:
-    async with Client(settings) as c:
-        job_id = await c.enqueue("demo.sleep", {"seconds": 1.0})
-    proc = worker_proc(env)
-    spawn.append(proc)
-    first = await _started_by_proc(redis, settings, job_id)
+    proc, job_id, first = await _job_on_worker_proc(settings, redis, env, spawn, 1.0)
     proc.kill()
     proc.wait()
     await run_burst(settings)  # reclaims once the dead worker's heartbeat expires
@@ -87,11 +99,7 @@ async def test_paused_worker_past_its_lease_writes_nothing(
     env: dict[str, str],
     spawn: list[subprocess.Popen[bytes]],
 ) -> None:
-    async with Client(settings) as c:
-        job_id = await c.enqueue("demo.sleep", {"seconds": 1.0})
-    proc = worker_proc(env)
-    spawn.append(proc)
-    zombie = await _started_by_proc(redis, settings, job_id)
+    proc, job_id, zombie = await _job_on_worker_proc(settings, redis, env, spawn, 1.0)
     os.kill(proc.pid, signal.SIGSTOP)
     await run_burst(settings)  # takes the job over and completes it
     before = await events_of(redis, settings, job_id=job_id)
@@ -125,11 +133,8 @@ async def test_sigterm_drains_then_hands_back(
     grace_s: str,
     last: str,
 ) -> None:
-    async with Client(settings) as c:
-        job_id = await c.enqueue("demo.sleep", {"seconds": sleep_s})
-    proc = worker_proc({**env, "JOBSTREAM_SHUTDOWN_GRACE_S": grace_s})
-    spawn.append(proc)
-    await _started_by_proc(redis, settings, job_id)
+    env = {**env, "JOBSTREAM_SHUTDOWN_GRACE_S": grace_s}
+    proc, job_id, _ = await _job_on_worker_proc(settings, redis, env, spawn, sleep_s)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     evs = await events_of(redis, settings, job_id=job_id)

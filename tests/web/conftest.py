@@ -8,6 +8,7 @@ a test does it, so status falls back to Redis by default).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -37,15 +38,12 @@ def metrics_registry() -> CollectorRegistry:
     return CollectorRegistry()
 
 
-@pytest.fixture
-async def app(
-    settings: Settings,
-    redis: aioredis.Redis,
-    schema: str,
-    metrics_registry: CollectorRegistry,
-) -> AsyncIterator[Starlette]:
+def make_app(
+    settings: Settings, schema: str, metrics_registry: CollectorRegistry, **limits: Any
+) -> Starlette:
+    """The web app as tests build it: test tokens, short blocking reads and keep-alives."""
     tokens = Tokens(web=WEB_TOKEN.encode(), admin=ADMIN_TOKEN.encode())
-    application = create_app(
+    return create_app(
         settings,
         tokens,
         registry=handlers.registry(),
@@ -53,7 +51,18 @@ async def app(
         metrics_registry=metrics_registry,
         sse_block_ms=100,
         keepalive_s=0.5,
+        **limits,
     )
+
+
+@pytest.fixture
+async def app(
+    settings: Settings,
+    redis: aioredis.Redis,
+    schema: str,
+    metrics_registry: CollectorRegistry,
+) -> AsyncIterator[Starlette]:
+    application = make_app(settings, schema, metrics_registry)
     async with application.router.lifespan_context(application):
         yield application
 

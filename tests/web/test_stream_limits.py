@@ -17,15 +17,12 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.types import Message
 
-import handlers
-from jobstream.web import create_app
 from jobstream.web_events import before
-from jobstream.web_http import Tokens
 from jobstream.web_state import WebState
 from projections import queries
 from streams.keys import Keys
 from streams.settings import Settings
-from tests.web.conftest import ADMIN, ADMIN_TOKEN, READ, WEB_TOKEN
+from tests.web.conftest import ADMIN, READ, WEB_TOKEN, make_app
 from tests.web.test_events import parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -37,17 +34,7 @@ async def limited_app(
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient, CollectorRegistry]]:
     """An app with its own stream limits, its lifespan open, and an httpx client on it."""
     registry = CollectorRegistry()
-    tokens = Tokens(web=WEB_TOKEN.encode(), admin=ADMIN_TOKEN.encode())
-    app = create_app(
-        settings,
-        tokens,
-        registry=handlers.registry(),
-        schema=schema,
-        metrics_registry=registry,
-        sse_block_ms=100,
-        keepalive_s=0.5,
-        **limits,
-    )
+    app = make_app(settings, schema, registry, **limits)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
